@@ -1,0 +1,3 @@
+from hpcthreads.cli import main
+
+main()

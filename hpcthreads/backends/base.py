@@ -1,0 +1,65 @@
+"""The interface every compute backend implements, and the raw results it returns.
+
+Backends compute; workloads (hpcthreads.workloads) turn raw results into
+exact, mergeable ones, finishing on the exact path every start value that a
+kernel reports as leaving 128 bits. Record tables are uint64 rows
+(offset, hi, lo): offset from the chunk's first value, value in two words.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class CollatzRaw(NamedTuple):
+    sum_delay: int
+    histogram: np.ndarray
+    delay_records: np.ndarray
+    path_records: np.ndarray
+    glide_records: np.ndarray
+    overflows: np.ndarray
+    delay: np.ndarray | None = None
+    glide: np.ndarray | None = None
+    peak_lo: np.ndarray | None = None
+    peak_hi: np.ndarray | None = None
+
+
+class VerifyRaw(NamedTuple):
+    glide_records: np.ndarray
+    too_long: np.ndarray
+    overflows: np.ndarray
+
+
+class ThreadRaw(NamedTuple):
+    paths_lo: np.ndarray
+    paths_hi: np.ndarray
+    depth: np.ndarray
+    final_lo: np.ndarray
+    final_hi: np.ndarray
+    overflows: np.ndarray
+
+
+def split_words(value: int) -> tuple[int, int]:
+    """(hi, lo) 64-bit words of a value below 2**128."""
+    return value >> 64, value & 0xFFFFFFFFFFFFFFFF
+
+
+class BaseBackend:
+    """A compute backend; subclasses set `name` and import heavy modules in __init__."""
+
+    name = "base"
+    is_gpu = False
+
+    def collatz_range(self, start: int, count: int, store: bool) -> CollatzRaw:
+        raise NotImplementedError
+
+    def verify_range(self, start: int, count: int, max_steps: int) -> VerifyRaw:
+        raise NotImplementedError
+
+    def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name

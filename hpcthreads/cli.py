@@ -1,0 +1,119 @@
+"""Command-line interface: parse, build the configuration, call the runtime."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hpcthreads import __version__
+from hpcthreads.config import JOB_TYPES, STORE_MODES, RunConfig, load_job_file, make_jobs
+from hpcthreads.errors import ConfigError, HPCThreadsError
+
+SHORTHAND_OPTIONS = ("start", "count", "batch_size", "store", "max_steps", "max_depth")
+
+
+def _fail(exc: HPCThreadsError) -> None:
+    click.echo(f"hpcthreads: error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="hpcthreads")
+def main() -> None:
+    """Collatz (3n+1) range analysis, verification and thread trajectories, on one
+    process or under mpiexec/srun, with results in one HDF5 file.
+
+    \b
+    Examples:
+      hpcthreads run collatz --start 1 --count 1e6 -o out.h5
+      hpcthreads run jobs.yaml -o out.h5
+      hpcthreads inspect out.h5 --json
+    """
+
+
+@main.command()
+@click.argument("target")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="hpcthreads.h5",
+    show_default=True,
+    help="HDF5 results file to write.",
+)
+@click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
+@click.option("--start", help="Shorthand: first start value (1e8, 2**64 and 2^64 are accepted).")
+@click.option("--count", help="Shorthand: how many start values (or threads, for `thread`).")
+@click.option("--batch-size", help="Shorthand: items per chunk (a granularity hint).")
+@click.option(
+    "--store", type=click.Choice(STORE_MODES), help="Shorthand (collatz): also store per-number arrays."
+)
+@click.option("--max-steps", help="Shorthand (verify): step bound; values past it are listed as unresolved.")
+@click.option("--max-depth", help="Shorthand (thread): steps per thread.")
+@click.option("--name", default=None, help="Shorthand: job name (default: the job type).")
+@click.option("--backend", default="auto", show_default=True, help="Compute backend: auto or numba-cpu.")
+def run(target: str, output: Path, force: bool, name: str | None, backend: str, **shorthand: Any) -> None:
+    """Run the jobs of TARGET and write OUTPUT.
+
+    TARGET is a job file (YAML or JSON, see docs/jobs.md) or a job type
+    (collatz, verify, thread) for a one-job shorthand configured by the
+    options marked "Shorthand".
+    """
+    from hpcthreads.runtime import run as run_jobs
+
+    try:
+        jobs, source = _jobs_from(target, name, shorthand)
+        config = RunConfig(jobs=jobs, output=output, source=source, force=force, backend=backend)
+        result = run_jobs(config)
+    except HPCThreadsError as exc:
+        _fail(exc)
+    click.echo(f"wrote {output} ({len(result.summaries)} job(s), {result.wall_seconds:.2f} s)", err=True)
+
+
+def _jobs_from(target: str, name: str | None, shorthand: dict[str, Any]) -> tuple[tuple, str]:
+    given = {key: value for key, value in shorthand.items() if value is not None}
+    if target in JOB_TYPES:
+        params = dict(given)
+        if target == "thread" and "count" in params:
+            params["thread_count"] = params.pop("count")
+        entry = {"name": name or target, "type": target, "parameters": params}
+        return make_jobs({"jobs": [entry]}), json.dumps({"jobs": [entry]})
+    if given or name:
+        option = "--" + (next(iter(given)) if given else "name").replace("_", "-")
+        raise ConfigError(f"{option} is for the one-job shorthand (hpcthreads run collatz|verify|thread ...)")
+    path = Path(target)
+    if not path.exists():
+        raise ConfigError(
+            f"{target!r} is neither a job type ({', '.join(JOB_TYPES)}) nor an existing job file"
+        )
+    return load_job_file(path)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON with exact integers.")
+def inspect(path: Path, as_json: bool) -> None:
+    """Summarise a results file: jobs, counts, maxima and records."""
+    from hpcthreads.inspection import format_summary
+    from hpcthreads.io.reader import read_results
+
+    try:
+        results = read_results(path)
+    except HPCThreadsError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+    else:
+        click.echo(format_summary(results))
+
+
+@main.command()
+def info() -> None:
+    """Print the versions of Python, MPI, h5py and Numba, and the backends available here."""
+    from hpcthreads.inspection import environment_report
+
+    click.echo(environment_report())

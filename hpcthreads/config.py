@@ -1,0 +1,253 @@
+"""Jobs and runs as frozen dataclasses; every validation error is raised here.
+
+Every rank parses the same input and reaches the same verdict, so a bad job
+file is refused before any rank starts work.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from hpcthreads.errors import ConfigError
+
+JOB_TYPES = ("collatz", "verify", "thread")
+PRIORITIES = ("high", "normal", "low")
+STORE_MODES = ("summary", "per-number")
+JOB_KEYS = {"name", "type", "priority", "gpu_preferred", "parameters"}
+
+# Start values are accepted up to this bound (the verified frontier is ~2^71)
+MAX_START = 2**128
+
+# The default step bound of `verify`: no known start value needs a tenth of it
+DEFAULT_MAX_STEPS = 100_000
+
+# Per-type parameters: name -> (required, default, minimum)
+PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
+    "collatz": {
+        "start": (False, 1, 1),
+        "count": (True, None, 1),
+        "batch_size": (False, 1 << 20, 1),
+        "store": (False, "summary", None),
+    },
+    "verify": {
+        "start": (False, 1, 1),
+        "count": (True, None, 1),
+        "batch_size": (False, 1 << 22, 1),
+        "max_steps": (False, DEFAULT_MAX_STEPS, 1),
+    },
+    "thread": {
+        "start": (False, 1, 1),
+        "thread_count": (True, None, 1),
+        "max_depth": (True, None, 0),
+        "batch_size": (False, 4096, 1),
+    },
+}
+
+_SCI = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?[eE][+-]?\d+)")
+
+
+def parse_int(value: Any, what: str) -> int:
+    """Read an exact integer from an int, an integral float or an expression.
+
+    Strings may use `1e8`, `2**64`, `2^64`, `1_000_000` and `+ - *`; anything
+    that is not an exact integer is refused with a message naming `what`.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{what}: expected an integer, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        raise ConfigError(f"{what}: {value!r} is not an exact integer; write it as a string")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what}: expected an integer, got {value!r}")
+    text = _SCI.sub(lambda m: _exact_sci(m.group(1), what), value.strip().replace("^", "**"))
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        raise ConfigError(f"{what}: cannot read {value!r} as an integer") from None
+    return _eval_int(tree.body, value, what)
+
+
+def _exact_sci(literal: str, what: str) -> str:
+    try:
+        number = Decimal(literal)
+    except InvalidOperation:
+        raise ConfigError(f"{what}: cannot read {literal!r}") from None
+    if number != number.to_integral_value():
+        raise ConfigError(f"{what}: {literal!r} is not an integer")
+    return str(int(number))
+
+
+def _eval_int(node: ast.AST, source: str, what: str) -> int:
+    if isinstance(node, ast.Constant) and type(node.value) is int:
+        return node.value
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        operand = _eval_int(node.operand, source, what)
+        return -operand if isinstance(node.op, ast.USub) else operand
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.Add, ast.Sub, ast.Mult, ast.Pow)):
+        left = _eval_int(node.left, source, what)
+        right = _eval_int(node.right, source, what)
+        if isinstance(node.op, ast.Pow):
+            if right < 0 or right > 4096:
+                raise ConfigError(f"{what}: exponent out of range in {source!r}")
+            return left**right
+        if isinstance(node.op, ast.Add):
+            return left + right
+        return left - right if isinstance(node.op, ast.Sub) else left * right
+    raise ConfigError(f"{what}: cannot read {source!r} as an integer")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One job of a job file, validated."""
+
+    name: str
+    type: str
+    params: dict[str, Any] = field(hash=False)
+    priority: str = "normal"
+    gpu_preferred: bool = False
+
+    @property
+    def start(self) -> int:
+        return self.params["start"]
+
+    @property
+    def size(self) -> int:
+        """Number of work items: start values, or threads."""
+        return self.params["thread_count" if self.type == "thread" else "count"]
+
+    @property
+    def batch_size(self) -> int:
+        return self.params["batch_size"]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as it would be written in a job file (exact integers)."""
+        return {
+            "name": self.name,
+            "type": self.type,
+            "priority": self.priority,
+            "gpu_preferred": self.gpu_preferred,
+            "parameters": dict(self.params),
+        }
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs, identical on every rank."""
+
+    jobs: tuple[Job, ...]
+    output: Path
+    source: str = ""
+    force: bool = False
+    backend: str = "auto"
+
+
+def make_job(entry: Any, index: int) -> Job:
+    """Validate one job entry (a mapping from a job file)."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"job #{index + 1}: expected a mapping, got {type(entry).__name__}")
+    name = entry.get("name", f"job{index + 1}")
+    label = f"job {name!r}"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise ConfigError(f"job #{index + 1}: name must be letters, digits, '_', '-' or '.'")
+    unknown = sorted(set(entry) - JOB_KEYS)
+    if unknown:
+        raise ConfigError(f"{label}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(JOB_KEYS))})")
+    jtype = entry.get("type")
+    if jtype not in JOB_TYPES:
+        raise ConfigError(f"{label}: type: unknown job type {jtype!r} (one of {', '.join(JOB_TYPES)})")
+    priority = entry.get("priority", "normal")
+    if priority not in PRIORITIES:
+        raise ConfigError(f"{label}: priority: {priority!r} is not one of {', '.join(PRIORITIES)}")
+    gpu = entry.get("gpu_preferred", False)
+    if not isinstance(gpu, bool):
+        raise ConfigError(f"{label}: gpu_preferred: expected true or false, got {gpu!r}")
+    raw = entry.get("parameters", {})
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label}: parameters: expected a mapping")
+    params = _check_parameters(jtype, raw, label)
+    return Job(name=name, type=jtype, params=params, priority=priority, gpu_preferred=gpu)
+
+
+def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, Any]:
+    spec = PARAMETERS[jtype]
+    unknown = sorted(set(raw) - set(spec))
+    if unknown:
+        raise ConfigError(
+            f"{label}: parameters: unknown key {unknown[0]!r} for type {jtype} (allowed: {', '.join(spec)})"
+        )
+    params: dict[str, Any] = {}
+    for key, (required, default, minimum) in spec.items():
+        if key not in raw:
+            if required:
+                raise ConfigError(f"{label}: parameters: {key} is required for type {jtype}")
+            params[key] = default
+            continue
+        if key == "store":
+            if raw[key] not in STORE_MODES:
+                raise ConfigError(f"{label}: store: {raw[key]!r} is not one of {', '.join(STORE_MODES)}")
+            params[key] = raw[key]
+            continue
+        value = parse_int(raw[key], f"{label}: {key}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{label}: {key} must be at least {minimum}, got {value}")
+        params[key] = value
+    last = params["start"] + params.get("count", params.get("thread_count", 1)) - 1
+    if last >= MAX_START:
+        raise ConfigError(f"{label}: start + count must stay below 2**128")
+    return params
+
+
+def make_jobs(document: Any) -> tuple[Job, ...]:
+    """Validate a whole job document: `{"jobs": [...]}`."""
+    if not isinstance(document, dict) or "jobs" not in document:
+        raise ConfigError("job file: expected a mapping with a 'jobs' list")
+    unknown = sorted(set(document) - {"jobs"})
+    if unknown:
+        raise ConfigError(f"job file: unknown top-level key {unknown[0]!r} (only 'jobs')")
+    entries = document["jobs"]
+    if not isinstance(entries, list):
+        raise ConfigError("job file: 'jobs' must be a list")
+    if not entries:
+        raise ConfigError("job file: 'jobs' is empty: nothing to run")
+    jobs = tuple(make_job(entry, i) for i, entry in enumerate(entries))
+    seen: set[str] = set()
+    for job in jobs:
+        if job.name in seen:
+            raise ConfigError(f"job {job.name!r}: name: duplicate job name")
+        seen.add(job.name)
+    return jobs
+
+
+def load_job_file(path: Path) -> tuple[tuple[Job, ...], str]:
+    """Read and validate a YAML or JSON job file; returns the jobs and its text."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(
+            f"job file {str(path)!r}: cannot read it ({exc.__class__.__name__}: {exc})"
+        ) from None
+    return parse_job_text(text, str(path)), text
+
+
+def parse_job_text(text: str, origin: str = "job file") -> tuple[Job, ...]:
+    """Parse job-file text (JSON is YAML, but JSON errors read better as JSON)."""
+    import yaml
+
+    try:
+        if text.lstrip().startswith("{"):
+            document = json.loads(text)
+        else:
+            document = yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        detail = str(exc).splitlines()[0]
+        raise ConfigError(f"{origin}: not valid YAML or JSON ({detail})") from None
+    return make_jobs(document)

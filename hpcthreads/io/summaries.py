@@ -1,0 +1,94 @@
+"""Job summaries to and from their HDF5 form (attributes and small datasets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from hpcthreads.io.schema import decode_int, decode_table, encode_int, encode_table
+from hpcthreads.workloads.collatz import CollatzSummary
+from hpcthreads.workloads.thread import ThreadSummary
+from hpcthreads.workloads.verify import VerifySummary
+
+
+def write_summary(group: Any, summary: Any) -> None:
+    """Write a finished job's summary into its group."""
+    if isinstance(summary, CollatzSummary):
+        _write_collatz(group, summary)
+    elif isinstance(summary, VerifySummary):
+        _write_verify(group, summary)
+    elif isinstance(summary, ThreadSummary):
+        for key in ("count", "reached_one", "total_depth", "max_depth_reached"):
+            group.attrs[key] = encode_int(getattr(summary, key))
+    else:
+        raise TypeError(f"no HDF5 form for {type(summary).__name__}")
+
+
+def _write_records(group: Any, name: str, pairs: list[tuple[int, int]]) -> None:
+    records = group.require_group("records")
+    data = encode_table(pairs, 2) if pairs else np.zeros((0, 2), np.int64)
+    dset = records.create_dataset(name, data=data)
+    dset.attrs["columns"] = "n, value"
+
+
+def _put_max(group: Any, name: str, best: tuple[int, int] | None) -> None:
+    if best is not None:
+        group.attrs[f"{name}_n"] = encode_int(best[0])
+        group.attrs[name] = encode_int(best[1])
+
+
+def _write_collatz(group: Any, s: CollatzSummary) -> None:
+    group.attrs["count"] = encode_int(s.count)
+    group.attrs["sum_delay"] = encode_int(s.sum_delay)
+    group.create_dataset("delay_histogram", data=s.histogram.astype(np.int64))
+    for name, pairs in (("delay", s.delay_records), ("path", s.path_records), ("glide", s.glide_records)):
+        _write_records(group, name, pairs)
+    _put_max(group, "max_delay", s.max_delay)
+    _put_max(group, "max_peak", s.max_peak)
+    _put_max(group, "max_glide", s.max_glide)
+
+
+def _write_verify(group: Any, s: VerifySummary) -> None:
+    group.attrs["count"] = encode_int(s.count)
+    group.attrs["covered"] = encode_int(s.covered)
+    _write_records(group, "glide", s.glide_records)
+    _put_max(group, "max_glide", s.max_glide)
+    data = encode_table([(n,) for n in s.unresolved], 1)[:, 0] if s.unresolved else np.zeros(0, np.int64)
+    group.create_dataset("unresolved", data=data)
+
+
+def _get_max(group: Any, name: str) -> list[int] | None:
+    if name not in group.attrs:
+        return None
+    return [decode_int(group.attrs[f"{name}_n"]), decode_int(group.attrs[name])]
+
+
+def read_summary(group: Any) -> dict[str, Any]:
+    """A job group as plain Python values with exact integers (the `inspect --json` form)."""
+    attrs = group.attrs
+    kind = attrs["type"]
+    out: dict[str, Any] = {"type": kind, "state": attrs.get("state", "unknown")}
+    out["start"] = decode_int(attrs["start"])
+    if kind == "thread":
+        out["thread_count"] = decode_int(attrs["size"])
+        out["max_depth"] = decode_int(attrs["max_depth"])
+        for key in ("reached_one", "total_depth", "max_depth_reached"):
+            if key in attrs:
+                out[key] = decode_int(attrs[key])
+        return out
+    out["count"] = decode_int(attrs["size"])
+    records = group.get("records")
+    if kind == "collatz":
+        if "sum_delay" in attrs:
+            out["sum_delay"] = decode_int(attrs["sum_delay"])
+        for name in ("max_delay", "max_peak", "max_glide"):
+            out[name] = _get_max(group, name)
+        for name in ("delay", "path", "glide"):
+            out[f"{name}_records"] = decode_table(records[name][()]) if records else []
+    else:
+        out["max_steps"] = decode_int(attrs["max_steps"])
+        out["covered"] = decode_int(attrs["covered"]) if "covered" in attrs else 0
+        out["max_glide"] = _get_max(group, "max_glide")
+        out["unresolved"] = [decode_int(v) for v in group["unresolved"][()]] if "unresolved" in group else []
+    return out

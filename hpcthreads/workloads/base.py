@@ -1,0 +1,63 @@
+"""What every job type provides: computing a chunk, merging, summarising."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hpcthreads.backends.base import BaseBackend
+from hpcthreads.config import Job
+
+# The first start value whose trajectory exceeds 2**64 (a published path record).
+# Below it every value fits one 64-bit word, so per-number data needs no high word.
+FIRST_PEAK_OVER_2_64 = 12327829503
+
+
+def needs_high_word(job: Job) -> bool:
+    """True when some value of the job may not fit in 64 bits."""
+    return job.start + job.size - 1 >= FIRST_PEAK_OVER_2_64
+
+
+@dataclass
+class ChunkOutput:
+    """One chunk's results: a partial summary and its per-item arrays.
+
+    `arrays` maps dataset names to arrays whose first axis is the chunk's
+    items, written at `offset` of the job's datasets; `extra` holds rows of
+    small side tables (overflow values) that the writer appends.
+    """
+
+    offset: int
+    count: int
+    summary: Any
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    extra: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+
+
+class BaseWorkload:
+    """A job type: `compute` one chunk on a backend, `merge` partial summaries."""
+
+    type = "base"
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.wide = needs_high_word(job)
+
+    def empty(self) -> Any:
+        raise NotImplementedError
+
+    def compute(self, backend: BaseBackend, offset: int, count: int) -> ChunkOutput:
+        raise NotImplementedError
+
+    def merge(self, a: Any, b: Any) -> Any:
+        raise NotImplementedError
+
+    def datasets(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        """Per-item datasets this job writes: name -> (shape, dtype)."""
+        return {}
+
+    def cost_per_item(self) -> float:
+        """Relative cost of one item, for chunk sizing (1 = one collatz number)."""
+        return 1.0

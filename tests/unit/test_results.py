@@ -1,0 +1,210 @@
+"""Every result of the numba-cpu backend against the brute-force reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as ref
+
+from hpcthreads.backends import make_backend
+from hpcthreads.config import make_job
+from hpcthreads.workloads import make_workload
+
+FIRST_OVER_64 = 12327829503
+FIRST_OVER_128 = 48503373501652785087
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return make_backend("numba-cpu")
+
+
+def run_job(backend, jtype, chunk, **params):
+    """Run a whole job in chunks of `chunk` items, merging in reverse order."""
+    job = make_job({"name": "t", "type": jtype, "parameters": params}, 0)
+    workload = make_workload(job)
+    outs = [workload.compute(backend, off, min(chunk, job.size - off)) for off in range(0, job.size, chunk)]
+    summary = workload.empty()
+    for out in reversed(outs):
+        summary = workload.merge(summary, out.summary)
+    return summary, outs
+
+
+def per_number(outs, name):
+    return np.concatenate([out.arrays[name] for out in outs])
+
+
+@pytest.mark.parametrize(
+    "start,count,chunk",
+    [
+        (1, 20000, 20000),
+        (1, 5000, 333),
+        (FIRST_OVER_64 - 40, 80, 7),
+        (2**64 - 150, 300, 64),
+        (2**100, 60, 13),
+        (FIRST_OVER_128 - 6, 12, 5),
+    ],
+)
+def test_collatz_matches_brute_force(backend, start, count, chunk):
+    want = ref.collatz_summary(start, count)
+    got, outs = run_job(backend, "collatz", chunk, start=start, count=count, store="per-number")
+    assert got.count == count
+    assert got.sum_delay == want["sum_delay"]
+    assert got.histogram.tolist() == want["histogram"]
+    assert got.delay_records == want["delay_records"]
+    assert got.path_records == want["path_records"]
+    assert got.glide_records == want["glide_records"]
+    ns = range(start, start + count)
+    assert per_number(outs, "delay").tolist() == [want["delay"][n] for n in ns]
+    assert per_number(outs, "glide").tolist() == [want["glide"][n] for n in ns]
+    lo = per_number(outs, "peak").astype(object)
+    hi = per_number(outs, "peak_hi").astype(object) if "peak_hi" in outs[0].arrays else 0 * lo
+    overflow = dict(row for out in outs for row in out.extra.get("peak_overflow", []))
+    for i, n in enumerate(ns):
+        exact = overflow.get(n, (int(hi[i]) << 64) | int(lo[i]))
+        assert exact == want["peak"][n], n
+
+
+def test_known_values(backend):
+    got, outs = run_job(backend, "collatz", 1, start=27, count=1, store="per-number")
+    assert got.max_delay == (27, 111) and got.max_peak == (27, 9232) and got.max_glide == (27, 96)
+    assert run_job(backend, "collatz", 1, start=837799, count=1)[0].max_delay == (837799, 524)
+    assert run_job(backend, "collatz", 1, start=704511, count=1)[0].max_peak == (704511, 56991483520)
+    one, _ = run_job(backend, "collatz", 1, start=1, count=1)
+    assert (one.max_delay, one.max_peak, one.max_glide) == ((1, 0), (1, 1), (1, 0))
+
+
+def test_overflow_boundaries(backend):
+    below, _ = run_job(backend, "collatz", 1, start=FIRST_OVER_64 - 1, count=1)
+    at, _ = run_job(backend, "collatz", 1, start=FIRST_OVER_64, count=1)
+    assert below.max_peak[1] < 2**64 <= at.max_peak[1] == ref.peak(FIRST_OVER_64)
+    below, _ = run_job(backend, "collatz", 1, start=FIRST_OVER_128 - 1, count=1)
+    at, outs = run_job(backend, "collatz", 1, start=FIRST_OVER_128, count=1, store="per-number")
+    assert below.max_peak[1] < 2**128 <= at.max_peak[1] == ref.peak(FIRST_OVER_128)
+    assert outs[0].extra["peak_overflow"] == [(FIRST_OVER_128, ref.peak(FIRST_OVER_128))]
+    assert at.max_delay == (FIRST_OVER_128, ref.delay(FIRST_OVER_128))
+
+
+# Published classical records below 10**6 (OEIS A006877, A006884, A060412)
+DELAY_RECORDS = [
+    1,
+    2,
+    3,
+    6,
+    7,
+    9,
+    18,
+    25,
+    27,
+    54,
+    73,
+    97,
+    129,
+    171,
+    231,
+    313,
+    327,
+    649,
+    703,
+    871,
+    1161,
+    2223,
+    2463,
+    2919,
+    3711,
+    6171,
+    10971,
+    13255,
+    17647,
+    23529,
+    26623,
+    34239,
+    35655,
+    52527,
+    77031,
+    106239,
+    142587,
+    156159,
+    216367,
+    230631,
+    410011,
+    511935,
+    626331,
+    837799,
+]
+PATH_RECORDS = [
+    1,
+    2,
+    3,
+    7,
+    15,
+    27,
+    255,
+    447,
+    639,
+    703,
+    1819,
+    4255,
+    4591,
+    9663,
+    20895,
+    26623,
+    31911,
+    60975,
+    77671,
+    113383,
+    138367,
+    159487,
+    270271,
+    665215,
+    704511,
+]
+GLIDE_RECORDS = [2, 3, 7, 27, 703, 10087, 35655, 270271, 362343, 381727, 626331]
+
+
+def test_classical_records_below_a_million(backend):
+    got, _ = run_job(backend, "collatz", 1 << 17, start=1, count=10**6)
+    assert [n for n, _ in got.delay_records] == DELAY_RECORDS
+    assert [n for n, _ in got.path_records] == PATH_RECORDS
+    # glide(1) = 0 by definition, so 1 opens the range-local glide records
+    assert [n for n, _ in got.glide_records] == [1, *GLIDE_RECORDS]
+    assert got.max_delay == (837799, 524)
+
+
+@pytest.mark.parametrize(
+    "start,count", [(1, 3000), (2**40, 500), (2**64 - 100, 200), (FIRST_OVER_128 - 3, 6)]
+)
+def test_verify_matches_brute_force(backend, start, count):
+    got, _ = run_job(backend, "verify", 97, start=start, count=count)
+    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
+    assert got.count == got.covered == count
+    assert got.unresolved == []
+    assert got.glide_records == ref.range_records(glides)
+
+
+def test_verify_lists_values_past_the_step_bound(backend):
+    got, _ = run_job(backend, "verify", 10, start=20, count=20, max_steps=20)
+    want = [n for n in range(20, 40) if ref.glide(n) > 20]
+    assert want and got.unresolved == want
+    assert got.covered == 20 - len(want)
+
+
+@pytest.mark.parametrize(
+    "start,count,depth", [(1, 300, 12), (1, 40, 200), (FIRST_OVER_64, 5, 300), (FIRST_OVER_128 - 2, 4, 500)]
+)
+def test_thread_paths_match_brute_force(backend, start, count, depth):
+    got, outs = run_job(backend, "thread", 7, start=start, thread_count=count, max_depth=depth)
+    paths = per_number(outs, "paths").astype(object)
+    if "paths_hi" in outs[0].arrays:
+        paths = paths | (per_number(outs, "paths_hi").astype(object) << 64)
+    overflow = {(t, s): v for out in outs for t, s, v in out.extra.get("overflow", [])}
+    depths = per_number(outs, "depth")
+    for i in range(count):
+        want = ref.thread_path(start + i, depth)
+        assert depths[i] == len(want) - 1
+        row = [overflow.get((i, s), int(paths[i, s])) for s in range(len(want))]
+        assert row == want
+        assert not paths[i, len(want) :].any()
+    if start + count > FIRST_OVER_128:
+        assert overflow, "the exact path was not exercised"
+    assert got.reached_one == sum(ref.thread_path(start + i, depth)[-1] == 1 for i in range(count))
