@@ -17,7 +17,11 @@ SHORTHAND_OPTIONS = ("start", "count", "batch_size", "store", "max_steps", "max_
 
 
 def _fail(exc: HPCThreadsError) -> None:
-    click.echo(f"hpcthreads: error: {exc}", err=True)
+    from hpcthreads.mpiutil import launcher_rank
+
+    # Every rank reaches the same verdict; one of them says it
+    if launcher_rank() == 0:
+        click.echo(f"hpcthreads: error: {exc}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -56,22 +60,67 @@ def main() -> None:
 @click.option("--max-depth", help="Shorthand (thread): steps per thread.")
 @click.option("--name", default=None, help="Shorthand: job name (default: the job type).")
 @click.option("--backend", default="auto", show_default=True, help="Compute backend: auto or numba-cpu.")
-def run(target: str, output: Path, force: bool, name: str | None, backend: str, **shorthand: Any) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level (default: INFO on rank 0, WARNING on other ranks).",
+)
+@click.option(
+    "--log-file", help="Log to this file instead of stderr; {rank}, {size} and {host} are replaced."
+)
+@click.option(
+    "--heartbeat-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds of silence after which a worker holding work is declared dead.",
+)
+def run(
+    target: str,
+    output: Path,
+    force: bool,
+    name: str | None,
+    backend: str,
+    log_level: str | None,
+    log_file: str | None,
+    heartbeat_timeout: float,
+    **shorthand: Any,
+) -> None:
     """Run the jobs of TARGET and write OUTPUT.
 
     TARGET is a job file (YAML or JSON, see docs/jobs.md) or a job type
     (collatz, verify, thread) for a one-job shorthand configured by the
     options marked "Shorthand".
+
+    \b
+    Under mpiexec or srun, rank 0 coordinates and the other ranks compute:
+      mpiexec -n 8 hpcthreads run jobs.yaml -o out.h5
+    Exit status: 0 done, 1 a job failed (the others completed), 2 bad input,
+    75 stopped by SIGTERM/SIGINT/SIGUSR1 with finished chunks saved.
     """
     from hpcthreads.runtime import run as run_jobs
 
     try:
         jobs, source = _jobs_from(target, name, shorthand)
-        config = RunConfig(jobs=jobs, output=output, source=source, force=force, backend=backend)
+        config = RunConfig(
+            jobs=jobs,
+            output=output,
+            source=source,
+            force=force,
+            backend=backend,
+            log_level=log_level,
+            log_file=log_file,
+            heartbeat_timeout=heartbeat_timeout,
+        )
         result = run_jobs(config)
     except HPCThreadsError as exc:
         _fail(exc)
-    click.echo(f"wrote {output} ({len(result.summaries)} job(s), {result.wall_seconds:.2f} s)", err=True)
+    if result.rank == 0:
+        click.echo(
+            f"wrote {output} ({len(result.summaries)} job(s), {result.size} rank(s), "
+            f"{result.wall_seconds:.2f} s)",
+            err=True,
+        )
 
 
 def _jobs_from(target: str, name: str | None, shorthand: dict[str, Any]) -> tuple[tuple, str]:

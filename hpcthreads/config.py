@@ -148,6 +148,9 @@ class RunConfig:
     source: str = ""
     force: bool = False
     backend: str = "auto"
+    log_level: str | None = None
+    log_file: str | None = None
+    heartbeat_timeout: float = 120.0
 
 
 def make_job(entry: Any, index: int) -> Job:
@@ -200,7 +203,10 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
         if minimum is not None and value < minimum:
             raise ConfigError(f"{label}: {key} must be at least {minimum}, got {value}")
         params[key] = value
-    last = params["start"] + params.get("count", params.get("thread_count", 1)) - 1
+    size = params.get("count", params.get("thread_count", 1))
+    if size >= 2**62:
+        raise ConfigError(f"{label}: count must be below 2**62; split the range into several jobs")
+    last = params["start"] + size - 1
     if last >= MAX_START:
         raise ConfigError(f"{label}: start + count must stay below 2**128")
     return params

@@ -63,3 +63,9 @@ class BaseBackend:
 
     def describe(self) -> str:
         return self.name
+
+    def warm_up(self) -> None:
+        """Compile or load every kernel now, so that no chunk pays for it."""
+        self.collatz_range(1, 2, True)
+        self.verify_range(1, 2, 10)
+        self.thread_paths(1, 2, 2)

@@ -29,6 +29,30 @@ INT64_MAX = 2**63 - 1
 STATE_RUNNING = "running"
 STATE_COMPLETE = "complete"
 STATE_FAILED = "failed"
+STATE_INTERRUPTED = "interrupted"
+
+# /run/ranks: one row per rank; /run/chunks: one row per finished chunk
+RANK_COLUMNS = {
+    "host": "text",
+    "device": "text",
+    "backend": "text",
+    "items": "int64",
+    "busy": "float64",
+    "idle": "float64",
+    "chunks": "int64",
+    "stolen_from": "int64",
+    "stolen_by": "int64",
+    "gave_back": "int64",
+}
+CHUNK_COLUMNS = {
+    "job": "int32",
+    "offset": "int64",
+    "count": "int64",
+    "rank": "int32",
+    "started": "float64",
+    "ended": "float64",
+    "stolen": "bool",
+}
 
 
 def encode_int(value: int) -> int | str:

@@ -101,6 +101,26 @@ class H5Writer:
         group.attrs["state"] = schema.STATE_COMPLETE
         self.file.flush()
 
+    def fail_job(self, job: Job, message: str) -> None:
+        group = self.file[schema.job_path(job.name)]
+        group.attrs["state"] = schema.STATE_FAILED
+        group.attrs["error"] = message
+        self.file.flush()
+
+    def write_accounting(self, ranks: dict[int, dict[str, Any]], chunks: list[Any]) -> None:
+        """Per-rank totals and the per-chunk timeline, under /run."""
+        run = self.file.require_group("run")
+        table = run.require_group("ranks")
+        order = sorted(ranks)
+        table.create_dataset("rank", data=np.array(order, np.int32))
+        for key, kind in schema.RANK_COLUMNS.items():
+            values = [ranks[r].get(key, "" if kind == "text" else 0) for r in order]
+            data = np.array([str(v).encode() for v in values]) if kind == "text" else np.array(values, kind)
+            table.create_dataset(key, data=data)
+        timeline = run.require_group("chunks")
+        for key, kind in schema.CHUNK_COLUMNS.items():
+            timeline.create_dataset(key, data=np.array([getattr(c, key) for c in chunks], kind).reshape(-1))
+
     def close(self, state: str, attrs: dict[str, Any] | None = None) -> None:
         if self.file.id.valid:
             for key, value in (attrs or {}).items():

@@ -1,0 +1,108 @@
+"""MPI start-up, rank-aware logging, abort-on-exception, and polling without spinning."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+LAUNCHER_VARIABLES = (
+    "PMI_RANK",
+    "PMI_SIZE",
+    "PMIX_RANK",
+    "OMPI_COMM_WORLD_SIZE",
+    "SLURM_STEP_ID",
+    "MPI_LOCALRANKID",
+)
+
+
+def under_launcher() -> bool:
+    """True when mpiexec, srun or a PMI launcher started this process."""
+    return any(name in os.environ for name in LAUNCHER_VARIABLES)
+
+
+def init_mpi() -> Any | None:
+    """COMM_WORLD, or None when MPI is unavailable and no launcher started us."""
+    try:
+        import mpi4py
+
+        mpi4py.rc.threads = False
+        from mpi4py import MPI
+    except Exception as exc:  # noqa: BLE001 - any failure to load MPI
+        if under_launcher():
+            raise RuntimeError(f"started by an MPI launcher but mpi4py cannot load MPI: {exc}") from exc
+        return None
+    return MPI.COMM_WORLD
+
+
+def abort_on_exception(comm: Any) -> None:
+    """An uncaught exception on any rank aborts every rank: no hung allocation."""
+    if comm is None or comm.Get_size() == 1:
+        return
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        comm.Abort(1)
+
+    sys.excepthook = hook
+
+
+class Poller:
+    """Sleep between empty polls, backing off from 50 us to `ceiling` seconds.
+
+    A rank blocked in MPI's recv spins a whole core; polling with a short sleep
+    costs about 1% and keeps latency low while messages keep coming.
+    """
+
+    def __init__(self, floor: float = 5e-5, ceiling: float = 0.005) -> None:
+        self.floor = floor
+        self.ceiling = ceiling
+        self.delay = floor
+
+    def reset(self) -> None:
+        self.delay = self.floor
+
+    def wait(self) -> None:
+        time.sleep(self.delay)
+        self.delay = min(self.delay * 2, self.ceiling)
+
+
+class RankFilter(logging.Filter):
+    def __init__(self, rank: int, size: int) -> None:
+        super().__init__()
+        self.tag = f"{rank}/{size} {socket.gethostname()}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.rank = self.tag
+        return True
+
+
+def setup_logging(rank: int, size: int, level: str | None, log_file: str | None) -> None:
+    """Every line carries rank/size and host; non-root ranks log warnings only by default."""
+    logger = logging.getLogger("hpcthreads")
+    logger.handlers.clear()
+    logger.propagate = False
+    default = "INFO" if rank == 0 else "WARNING"
+    logger.setLevel((level or default).upper())
+    if log_file:
+        path = log_file.format(rank=rank, size=size, host=socket.gethostname())
+        handler: logging.Handler = logging.FileHandler(path)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RankFilter(rank, size))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(rank)s %(levelname)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(handler)
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher set it, before MPI starts (0 without one)."""
+    for name in ("PMI_RANK", "PMIX_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name)
+        if value is not None and value.isdigit():
+            return int(value)
+    return 0

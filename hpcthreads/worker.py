@@ -1,0 +1,217 @@
+"""The worker side: run chunks in sub-batches, give work back when asked, never spin.
+
+Mirror image of coordinator.py: every message the coordinator sends is
+handled here, and every message sent from here is handled there.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hpcthreads import protocol as p
+from hpcthreads.backends.base import BaseBackend
+from hpcthreads.mpiutil import Poller
+from hpcthreads.testing import Faults
+from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
+
+log = logging.getLogger("hpcthreads")
+
+# Sub-batches last about this long: the latency of a steal or a heartbeat
+SUB_BATCH_SECONDS = 0.02
+FIRST_SUB_BATCH = 1024
+HEARTBEAT_SECONDS = 1.0
+
+
+def combine(workload: BaseWorkload, parts: list[ChunkOutput]) -> ChunkOutput:
+    """One output for consecutive sub-batch outputs of one chunk."""
+    if len(parts) == 1:
+        return parts[0]
+    summary = workload.empty()
+    extra: dict[str, list] = {}
+    for part in parts:
+        summary = workload.merge(summary, part.summary)
+        for name, rows in part.extra.items():
+            extra.setdefault(name, []).extend(rows)
+    arrays = {name: np.concatenate([part.arrays[name] for part in parts]) for name in parts[0].arrays}
+    count = sum(part.count for part in parts)
+    return ChunkOutput(parts[0].offset, count, summary, arrays, extra)
+
+
+class ChunkRunner:
+    """Computes chunks of the run's jobs on one backend, in adaptive sub-batches."""
+
+    def __init__(self, workloads: list[BaseWorkload], backend: BaseBackend, rank: int, faults: Faults):
+        self.workloads = workloads
+        self.backend = backend
+        self.rank = rank
+        self.faults = faults
+        self.speed: dict[int, float] = {}
+        self.busy = 0.0
+        self.items = 0
+        backend.warm_up()
+
+    def sub_size(self, job: int) -> int:
+        speed = self.speed.get(job)
+        limit = self.workloads[job].job.batch_size
+        if speed is None:
+            return max(1, min(FIRST_SUB_BATCH, limit))
+        return max(1, min(limit, int(speed * SUB_BATCH_SECONDS)))
+
+    def run(self, task: p.Task, service: Callable[[int, int], int] | None = None) -> p.Result:
+        """Compute a task; `service(cursor, end)` runs between sub-batches and may lower `end`."""
+        workload = self.workloads[task.job]
+        self.faults.before_chunk(self.rank, workload.job.name)
+        cursor, end = task.offset, task.offset + task.count
+        parts, seconds, started = [], 0.0, time.time()
+        while cursor < end:
+            n = min(self.sub_size(task.job), end - cursor)
+            t0 = time.perf_counter()
+            parts.append(workload.compute(self.backend, cursor, n))
+            self.faults.slow_down(self.rank, time.perf_counter() - t0)
+            elapsed = time.perf_counter() - t0
+            self.speed[task.job] = n / max(elapsed, 1e-9)
+            seconds += elapsed
+            cursor += n
+            if service is not None:
+                end = service(cursor, end)
+        self.busy += seconds
+        self.items += cursor - task.offset
+        output = combine(workload, parts) if parts else None
+        return p.Result(
+            task.chunk, task.job, task.offset, cursor - task.offset, seconds, started, time.time(), output
+        )
+
+
+class Worker:
+    """The MPI loop of ranks 1..N-1."""
+
+    def __init__(self, comm: Any, runner: ChunkRunner, hello: p.Hello) -> None:
+        self.comm = comm
+        self.runner = runner
+        self.hello = hello
+        self.queue: deque[p.Task] = deque()
+        self.stop: p.Stop | None = None
+        self.last_sent = time.monotonic()
+        self.idle = 0.0
+        self.gave_back = 0
+        self.current: p.Task | None = None
+
+    def send(self, message: Any, tag: int) -> None:
+        self.comm.send(message, dest=0, tag=tag)
+        self.last_sent = time.monotonic()
+
+    def serve(self) -> None:
+        """Run tasks until the coordinator says stop."""
+        # Signals reach every rank under a launcher; the coordinator decides what happens
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, lambda *_: None)
+        self.send(self.hello, p.TAG_HELLO)
+        poller = Poller()
+        while self.stop is None:
+            if self.queue:
+                self._run(self.queue.popleft())
+                poller.reset()
+                continue
+            t0 = time.perf_counter()
+            if not self._receive():
+                poller.wait()
+            self.idle += time.perf_counter() - t0
+        stats = {
+            "host": self.hello.host,
+            "device": self.hello.device,
+            "backend": self.hello.backend,
+            "busy": self.runner.busy,
+            "idle": self.idle,
+            "items": self.runner.items,
+            "gave_back": self.gave_back,
+        }
+        self.send(p.Final(self.hello.rank, stats), p.TAG_FINAL)
+
+    def _run(self, task: p.Task) -> None:
+        self.current = task
+        try:
+            result = self.runner.run(task, self._service)
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the coordinator
+            failure = p.Failure(
+                task.chunk,
+                self.hello.rank,
+                self.hello.host,
+                f"{type(exc).__name__}: {exc}",
+                traceback.format_exc(),
+            )
+            self.send(failure, p.TAG_FAILURE)
+        else:
+            self.send(result, p.TAG_RESULT)
+        finally:
+            self.current = None
+
+    def _service(self, cursor: int, end: int) -> int:
+        """Between sub-batches: take messages, answer steals, send a heartbeat."""
+        while True:
+            status = self._probe()
+            if status is None:
+                break
+            message = self.comm.recv(source=0, tag=status.Get_tag())
+            if isinstance(message, p.Steal):
+                end = self._give_back(cursor, end)
+            else:
+                self._take(message)
+        if self.stop is not None:
+            # Stopping early: report what is done, the rest stays unassigned
+            return cursor
+        if time.monotonic() - self.last_sent > HEARTBEAT_SECONDS:
+            self.send(p.Heartbeat(self.hello.rank), p.TAG_HEARTBEAT)
+        return end
+
+    def _give_back(self, cursor: int, end: int) -> int:
+        task = self.current
+        if self.queue:
+            # An unstarted chunk goes back whole
+            waiting = self.queue.pop()
+            self.send(p.GiveBack(waiting.chunk, waiting.offset, waiting.count), p.TAG_GIVEBACK)
+        elif task is not None and end - cursor >= 2 * self.runner.sub_size(task.job):
+            middle = cursor + (end - cursor) // 2
+            self.send(p.GiveBack(task.chunk, middle, end - middle), p.TAG_GIVEBACK)
+            end = middle
+        else:
+            self.send(p.GiveBack(task.chunk if task else -1), p.TAG_GIVEBACK)
+            return end
+        self.gave_back += 1
+        return end
+
+    def _probe(self) -> Any:
+        from mpi4py import MPI
+
+        status = MPI.Status()
+        return status if self.comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status) else None
+
+    def _receive(self) -> bool:
+        status = self._probe()
+        if status is None:
+            return False
+        message = self.comm.recv(source=0, tag=status.Get_tag())
+        if isinstance(message, p.Steal):
+            self._give_back(0, 0)
+        else:
+            self._take(message)
+        return True
+
+    def _take(self, message: Any) -> None:
+        if isinstance(message, p.Task):
+            self.queue.append(message)
+        elif isinstance(message, p.Stop):
+            self.stop = message
+            self.queue.clear()
+
+
+def hello_for(rank: int, backend: BaseBackend) -> p.Hello:
+    return p.Hello(rank, socket.gethostname(), backend.name, backend.describe(), backend.is_gpu)
