@@ -96,6 +96,7 @@ class Coordinator:
     def run(self) -> Outcome:
         self._install_signals()
         self._greet()
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
         for worker in self.workers.values():
             self._top_up(worker)
         poller = Poller()
@@ -111,8 +112,13 @@ class Coordinator:
                 self._top_up_idle()
                 self._check_heartbeats(now)
                 retry_at = now + RETRY_SECONDS
+        coordinator = {"cpu": time.process_time() - cpu_start, "wall": time.perf_counter() - wall_start}
         self._stop_workers()
         self._finish_jobs()
+        if self.local is None:
+            self.outcome.ranks[0] = {"host": socket.gethostname(), "device": "coordinator", **coordinator}
+        else:
+            self.outcome.ranks[0].update(coordinator)
         self.outcome.interrupted = self.interrupted
         return self.outcome
 
@@ -159,6 +165,8 @@ class Coordinator:
                 "device": message.device,
                 "backend": message.backend,
             }
+            # A launcher that reports a dead process by its pid can be read against this line
+            log.info("rank %d is pid %d on %s (%s)", source, message.pid, message.host, message.device)
         self.scheduler.any_gpu = any(w.is_gpu for w in self.workers.values())
 
     def _receive(self, tag: int | None = None) -> tuple[Any, int]:

@@ -40,6 +40,7 @@ class Hello:
     backend: str
     device: str
     is_gpu: bool
+    pid: int = 0
 
 
 @dataclass

@@ -6,7 +6,9 @@ The variable holds `;`-separated rules, each `action:key=value,...`:
 - `raise:rank=1,job=NAME,times=1`: rank 1 raises on its first chunk of job NAME
   (`rank` and `job` may be left out to match any; `times` defaults to unlimited);
 - `kill:rank=2,after=1`: rank 2 kills itself with SIGKILL at the start of its
-  second chunk (after 1 chunk).
+  second chunk (after 1 chunk);
+- `sleep:rank=1,seconds=2`: rank 1 sleeps 2 s at the start of its first chunk
+  (a chunk that takes long, leaving the other workers idle).
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Faults:
         for rule in self.rules:
             if rule.action == "kill" and rule.matches(rank) and self.chunks > int(rule.args.get("after", 0)):
                 os.kill(os.getpid(), signal.SIGKILL)
+            if rule.action == "sleep" and rule.matches(rank) and not rule.fired:
+                rule.fired = 1
+                time.sleep(float(rule.args.get("seconds", 1)))
             if rule.action == "raise" and rule.matches(rank, job):
                 if rule.fired < int(rule.args.get("times", 1 << 30)):
                     rule.fired += 1

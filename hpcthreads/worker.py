@@ -7,6 +7,7 @@ handled here, and every message sent from here is handled there.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import time
@@ -102,6 +103,7 @@ class Worker:
         self.stop: p.Stop | None = None
         self.last_sent = time.monotonic()
         self.idle = 0.0
+        self.idle_cpu = 0.0
         self.gave_back = 0
         self.current: p.Task | None = None
 
@@ -115,16 +117,19 @@ class Worker:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, lambda *_: None)
         self.send(self.hello, p.TAG_HELLO)
+        log.info("worker ready: %s, pid %d", self.hello.device, self.hello.pid)
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
         poller = Poller()
         while self.stop is None:
             if self.queue:
                 self._run(self.queue.popleft())
                 poller.reset()
                 continue
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             if not self._receive():
                 poller.wait()
             self.idle += time.perf_counter() - t0
+            self.idle_cpu += time.process_time() - cpu0
         stats = {
             "host": self.hello.host,
             "device": self.hello.device,
@@ -133,8 +138,14 @@ class Worker:
             "idle": self.idle,
             "items": self.runner.items,
             "gave_back": self.gave_back,
+            "idle_cpu": self.idle_cpu,
+            "cpu": time.process_time() - cpu_start,
+            "wall": time.perf_counter() - wall_start,
         }
         self.send(p.Final(self.hello.rank, stats), p.TAG_FINAL)
+        log.info(
+            "worker done: %d items, busy %.2f s, idle %.2f s", self.runner.items, self.runner.busy, self.idle
+        )
 
     def _run(self, task: p.Task) -> None:
         self.current = task
@@ -214,4 +225,4 @@ class Worker:
 
 
 def hello_for(rank: int, backend: BaseBackend) -> p.Hello:
-    return p.Hello(rank, socket.gethostname(), backend.name, backend.describe(), backend.is_gpu)
+    return p.Hello(rank, socket.gethostname(), backend.name, backend.describe(), backend.is_gpu, os.getpid())

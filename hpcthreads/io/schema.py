@@ -43,6 +43,9 @@ RANK_COLUMNS = {
     "stolen_from": "int64",
     "stolen_by": "int64",
     "gave_back": "int64",
+    "cpu": "float64",
+    "idle_cpu": "float64",
+    "wall": "float64",
 }
 CHUNK_COLUMNS = {
     "job": "int32",

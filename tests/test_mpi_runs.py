@@ -1,0 +1,204 @@
+"""Real multi-rank runs under mpiexec: identical results, stealing, failures, no hangs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import h5py
+import pytest
+import reference as ref
+from h5compare import assert_same_results
+from helpers import ROOT, cli, inspect_json, mpiexec, mpirun, rank_table
+
+pytestmark = pytest.mark.timeout(240)
+
+JOBS = """
+jobs:
+  - {name: numbers, type: collatz, priority: low, parameters: {start: 1, count: 120000, batch_size: 7000,
+     store: per-number}}
+  - {name: big, type: collatz, parameters: {start: '2**64 - 2000', count: 4000, batch_size: 300}}
+  - {name: check, type: verify, priority: high, parameters: {start: '2**40', count: 150000, batch_size: 9000}}
+  - {name: tree, type: thread, parameters: {thread_count: 3000, max_depth: 60, batch_size: 128}}
+"""
+
+
+@pytest.fixture(scope="module")
+def job_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("jobs") / "jobs.yaml"
+    path.write_text(JOBS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def serial(job_file):
+    """The same jobs on one rank with no launcher."""
+    out = job_file.parent / "serial.h5"
+    cli("run", str(job_file), "-o", str(out), check=True)
+    return out
+
+
+def test_serial_run_matches_the_reference(serial):
+    doc = inspect_json(serial)["jobs"]
+    start = 2**64 - 2000
+    want = ref.collatz_summary(start, 4000)
+    assert doc["big"]["sum_delay"] == want["sum_delay"]
+    assert doc["big"]["delay_records"] == [list(p) for p in want["delay_records"]]
+
+
+@pytest.mark.parametrize("ranks", [1, 2, 3, 4])
+def test_results_are_identical_at_every_rank_count(job_file, serial, tmp_path, ranks):
+    out = tmp_path / f"n{ranks}.h5"
+    proc = mpirun(ranks, "run", str(job_file), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert_same_results(serial, out)
+    table = rank_table(out)
+    assert len(table["rank"]) == ranks
+    assert sum(table["items"]) == 120000 + 4000 + 150000 + 3000
+    with h5py.File(out) as f:
+        assert f.attrs["ranks"] == ranks and f.attrs["state"] == "complete"
+        chunks = f["run/chunks"]
+        assert sum(chunks["count"][()]) == sum(table["items"])
+        assert set(chunks["rank"][()]) <= set(range(1, ranks)) | ({0} if ranks == 1 else set())
+
+
+def test_a_slow_worker_is_balanced_by_stealing(tmp_path):
+    out, base = tmp_path / "slow.h5", tmp_path / "base.h5"
+    args = ["run", "collatz", "--count", "1e6", "--batch-size", "1e6", "--store", "per-number"]
+    cli(*args, "-o", str(base), check=True)
+    # One chunk that cannot be cut below batch_size by the scheduler: only stealing can share it
+    proc = mpirun(3, *args, "-o", str(out), env={"HPCTHREADS_TEST_FAULTS": "slow:rank=1,factor=6"})
+    assert proc.returncode == 0, proc.stderr
+    assert_same_results(base, out)
+    table = rank_table(out)
+    assert sum(table["stolen_by"]) > 0 and sum(table["stolen_from"]) > 0
+    # The fast worker (rank 2) did most of the work
+    assert table["items"][2] > 2 * table["items"][1]
+
+
+def test_waiting_ranks_do_not_spin(tmp_path):
+    out = tmp_path / "idle.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "sleep:rank=1,seconds=3"}
+    proc = mpirun(3, "run", "collatz", "--count", "2e5", "--batch-size", "1e5", "-o", str(out), env=faults)
+    assert proc.returncode == 0, proc.stderr
+    table = rank_table(out)
+    # Rank 0 coordinates through the whole run, rank 2 waits most of it: both nearly asleep
+    assert table["wall"][0] > 2.5 and table["cpu"][0] < 0.1 * table["wall"][0]
+    assert table["idle"][2] > 2.0 and table["idle_cpu"][2] < 0.1 * table["idle"][2]
+
+
+def test_a_failing_chunk_is_retried_on_another_worker(tmp_path):
+    out, base = tmp_path / "retry.h5", tmp_path / "base.h5"
+    args = ["run", "collatz", "--count", "50000", "--batch-size", "5000"]
+    cli(*args, "-o", str(base), check=True)
+    faults = {"HPCTHREADS_TEST_FAULTS": "raise:rank=1,times=1"}
+    proc = mpirun(3, *args, "-o", str(out), env=faults)
+    assert proc.returncode == 0, proc.stderr
+    assert "injected failure on rank 1" in proc.stderr and "retrying" in proc.stderr
+    assert_same_results(base, out)
+
+
+def test_a_job_that_fails_twice_fails_alone_with_the_workers_report(tmp_path, job_file):
+    out = tmp_path / "fail.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "raise:job=check"}
+    proc = mpirun(3, "run", str(job_file), "-o", str(out), env=faults)
+    assert proc.returncode == 1
+    assert "job 'check' failed: rank" in proc.stderr and "InjectedFault" in proc.stderr
+    assert "Traceback" in proc.stderr  # the worker's traceback, logged by the coordinator
+    with h5py.File(out) as f:
+        assert f["jobs/check"].attrs["state"] == "failed"
+        assert all(f[f"jobs/{name}"].attrs["state"] == "complete" for name in ("numbers", "big", "tree"))
+        assert f.attrs["state"] == "failed"
+
+
+def test_a_killed_worker_ends_the_run_without_hanging(tmp_path):
+    out = tmp_path / "killed.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "kill:rank=2,after=1"}
+    proc = mpirun(
+        3, "run", "collatz", "--count", "3e6", "--batch-size", "2e4", "-o", str(out), env=faults, timeout=120
+    )
+    assert proc.returncode != 0
+    # The launcher ends the run and reports a process by pid; the log maps pids to ranks
+    output = proc.stdout + proc.stderr
+    assert "rank 2 is pid" in output and "BAD TERMINATION" in output
+
+
+def test_a_silent_worker_is_named_after_the_heartbeat_timeout(tmp_path):
+    out = tmp_path / "silent.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "sleep:rank=2,seconds=100000"}
+    proc = mpirun(
+        3,
+        "run",
+        "collatz",
+        "--count",
+        "3e6",
+        "--batch-size",
+        "2e4",
+        "-o",
+        str(out),
+        "--heartbeat-timeout",
+        "3",
+        env=faults,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "rank 2 on" in proc.stderr and "sent nothing for 3 s while holding work" in proc.stderr
+    with h5py.File(out) as f:
+        assert f.attrs["state"] == "failed"
+
+
+def test_more_workers_than_work_exit_cleanly(tmp_path):
+    out = tmp_path / "tiny.h5"
+    proc = mpirun(4, "run", "collatz", "--count", "3", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert inspect_json(out)["jobs"]["collatz"]["max_delay"] == [3, 7]
+
+
+def test_an_empty_job_file_is_a_clear_error_on_every_rank(tmp_path):
+    jobs = tmp_path / "empty.yaml"
+    jobs.write_text("jobs: []\n")
+    proc = mpirun(2, "run", str(jobs), "-o", str(tmp_path / "o.h5"))
+    assert proc.returncode == 2
+    assert proc.stderr.count("hpcthreads: error: job file: 'jobs' is empty") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_an_existing_output_is_refused_by_all_ranks(tmp_path):
+    out = tmp_path / "exists.h5"
+    out.write_text("precious")
+    proc = mpirun(3, "run", "collatz", "--count", "10", "-o", str(out))
+    assert proc.returncode == 2 and "exists; use --force" in proc.stderr
+    assert out.read_text() == "precious"
+
+
+def test_per_rank_log_files(tmp_path):
+    out = tmp_path / "logs.h5"
+    pattern = str(tmp_path / "run.{rank}.log")
+    proc = mpirun(
+        2, "run", "collatz", "--count", "1000", "-o", str(out), "--log-file", pattern, "--log-level", "debug"
+    )
+    assert proc.returncode == 0, proc.stderr
+    for rank in (0, 1):
+        text = (tmp_path / f"run.{rank}.log").read_text()
+        assert f" {rank}/2 " in text
+
+
+def test_in_mpi_tests_pass_under_pytest_mpi():
+    """The tests in tests/mpi run inside MPI (pytest-mpi), at 2 and 3 ranks."""
+    for ranks in (2, 3):
+        command = [
+            mpiexec(),
+            "-n",
+            str(ranks),
+            sys.executable,
+            "-m",
+            "pytest",
+            "--with-mpi",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "tests" / "mpi"),
+        ]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert " passed" in proc.stdout and " failed" not in proc.stdout
