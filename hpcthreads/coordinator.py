@@ -139,6 +139,7 @@ class Coordinator:
 
     def _greet(self) -> None:
         if self.local is not None:
+            log.info("one rank: computing here with %s", self.local.backend.describe())
             self.workers[0].is_gpu = self.local.backend.is_gpu
             self.outcome.ranks[0] = {
                 "host": socket.gethostname(),

@@ -116,7 +116,8 @@ def _coordinate(comm: Any, size: int, config: RunConfig, workloads: list, faults
         if outcome.interrupted
         else (schema.STATE_FAILED if outcome.failed else schema.STATE_COMPLETE)
     )
-    writer.close(state)
+    backends = sorted({r["backend"] for r in outcome.ranks.values() if r.get("backend")})
+    writer.close(state, {"backend": ",".join(backends)})
     result = RunResult(
         0, size, {workloads[i].job.name: s for i, s in outcome.summaries.items()}, time.perf_counter() - t0
     )

@@ -202,3 +202,53 @@ def test_in_mpi_tests_pass_under_pytest_mpi():
         proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+def _start_and_signal(command, sig, after_line, env=None):
+    """Start a run, send `sig` once `after_line` appears on its stderr, return (rc, stderr)."""
+    import os
+    import signal as _signal  # noqa: F401 - documents that sig is a signal number
+    import threading
+    import time
+
+    proc = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
+    lines = []
+    seen = threading.Event()
+
+    def read():
+        for line in proc.stderr:
+            lines.append(line)
+            if after_line in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert seen.wait(60), "".join(lines)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    rc = proc.wait(timeout=60)
+    reader.join(timeout=10)
+    return rc, "".join(lines)
+
+
+@pytest.mark.parametrize("ranks", [1, 3])
+def test_sigterm_stops_cleanly_keeping_finished_chunks(tmp_path, ranks):
+    import signal
+
+    out = tmp_path / "stopped.h5"
+    args = ["run", "collatz", "--count", "1e9", "--batch-size", "1e5", "-o", str(out), "--log-level", "debug"]
+    if ranks == 1:
+        command = [sys.executable, "-m", "hpcthreads", *args]
+        marker = "one rank: computing here"
+    else:
+        command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "hpcthreads", *args]
+        marker = f"rank {ranks - 1} is pid"
+    rc, stderr = _start_and_signal(command, signal.SIGTERM, marker)
+    assert rc == 75, stderr
+    assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
+    with h5py.File(out) as f:
+        assert f.attrs["state"] == "interrupted"
+        done = int(f["run/chunks/count"][()].sum())
+    assert 0 < done < 10**9
