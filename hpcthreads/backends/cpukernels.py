@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.numbers import trailing_zeros
 
 U64 = np.uint64
 ZERO = U64(0)
@@ -57,20 +58,67 @@ def halve(hi, lo):
 
 
 @njit(cache=True)
-def trajectory(nhi, nlo):
-    """(status, delay, glide, peak_hi, peak_lo) of the start value (nhi, nlo)."""
-    if nhi == ZERO and nlo == ONE:
-        return OK, 0, 0, ZERO, ONE
+def build_tables(size):
+    """Delay, peak and glide of every start value below `size` (entry 0 unused).
+
+    Each value is followed until it drops below itself; the rest of its
+    trajectory is then read from the entries already built.
+    """
+    tdelay = np.zeros(size, np.uint16)
+    tpeak = np.zeros(size, np.uint64)
+    tglide = np.zeros(size, np.uint16)
+    tpeak[1] = ONE
+    for n in range(2, size):
+        start = U64(n)
+        v = start
+        peak = start
+        steps = 0
+        while v >= start:
+            if v & ONE:
+                v = v * THREE + ONE
+                if v > peak:
+                    peak = v
+            else:
+                v >>= ONE
+            steps += 1
+        tglide[n] = steps
+        tdelay[n] = steps + tdelay[v]
+        tpeak[n] = max(peak, tpeak[v])
+    return tdelay, tpeak, tglide
+
+
+@njit(inline="always")
+def shift_out_zeros(hi, lo):
+    """(hi, lo, k): the value divided by its largest power of two 2^k (value > 0)."""
+    if lo == ZERO:
+        k = trailing_zeros(hi)
+        return ZERO, hi >> k, np.int64(k) + 64
+    k = trailing_zeros(lo)
+    if k == ZERO:
+        return hi, lo, np.int64(0)
+    return hi >> k, (lo >> k) | (hi << (U64(64) - k)), np.int64(k)
+
+
+@njit(cache=True)
+def trajectory(nhi, nlo, tdelay, tpeak, tglide):
+    """(status, delay, glide, peak_hi, peak_lo) of the start value (nhi, nlo).
+
+    Below the table size every answer is read from the tables. Above it,
+    the first phase walks until the value drops below the start (the glide);
+    the second strips runs of halvings at once until the value is inside the
+    table, which gives the rest of the delay and peak.
+    """
+    size = U64(tdelay.shape[0])
+    if nhi == ZERO and nlo < size:
+        return OK, np.int64(tdelay[nlo]), np.int64(tglide[nlo]), ZERO, tpeak[nlo]
     vhi, vlo, phi, plo = nhi, nlo, nhi, nlo
     steps = 0
-    glide = 0
+    # Phase 1: until the value first drops below the start
     while True:
-        if vhi == ZERO and (vlo & ONE) == ZERO:
-            vlo >>= ONE
+        if (vlo & ONE) == ZERO:
+            vhi, vlo = halve(vhi, vlo)
             steps += 1
-            if glide == 0 and (nhi != ZERO or vlo < nlo):
-                glide = steps
-            if vlo == ONE:
+            if less(vhi, vlo, nhi, nlo):
                 break
         elif vhi == ZERO and vlo <= LIMIT64:
             # An odd step and the halving that always follows it
@@ -79,19 +127,34 @@ def trajectory(nhi, nlo):
                 plo = vlo
             vlo >>= ONE
             steps += 2
-        elif (vlo & ONE) == ZERO:
-            vhi, vlo = halve(vhi, vlo)
-            steps += 1
-            if glide == 0 and less(vhi, vlo, nhi, nlo):
-                glide = steps
         else:
             if too_big_for_odd_step(vhi, vlo):
-                return OVERFLOW, steps, glide, phi, plo
+                return OVERFLOW, steps, 0, phi, plo
             vhi, vlo = triple_plus_one(vhi, vlo)
             if less(phi, plo, vhi, vlo):
                 phi, plo = vhi, vlo
             vhi, vlo = halve(vhi, vlo)
             steps += 2
+    glide = steps
+    # Phase 2: until the value is inside the table
+    while vhi != ZERO or vlo >= size:
+        if vlo & ONE:
+            if vhi == ZERO and vlo <= LIMIT64:
+                vlo = vlo * THREE + ONE
+                if phi == ZERO and vlo > plo:
+                    plo = vlo
+            else:
+                if too_big_for_odd_step(vhi, vlo):
+                    return OVERFLOW, steps, glide, phi, plo
+                vhi, vlo = triple_plus_one(vhi, vlo)
+                if less(phi, plo, vhi, vlo):
+                    phi, plo = vhi, vlo
+            steps += 1
+        vhi, vlo, k = shift_out_zeros(vhi, vlo)
+        steps += k
+    steps += np.int64(tdelay[vlo])
+    if phi == ZERO and tpeak[vlo] > plo:
+        plo = tpeak[vlo]
     return OK, steps, glide, phi, plo
 
 
@@ -142,7 +205,9 @@ def push(table, used, a, b, c):
 
 
 @njit(cache=True)
-def collatz_range(shi, slo, count, store, out_delay, out_glide, out_peak_lo, out_peak_hi):
+def collatz_range(
+    shi, slo, count, store, out_delay, out_glide, out_peak_lo, out_peak_hi, tdelay, tpeak, tglide
+):
     """Range analysis of [start, start+count).
 
     Returns (sum_delay, histogram, delay_records, path_records, glide_records,
@@ -164,7 +229,7 @@ def collatz_range(shi, slo, count, store, out_delay, out_glide, out_peak_lo, out
     sum_delay = 0
     nhi, nlo = shi, slo
     for i in range(count):
-        status, delay, glide, phi, plo = trajectory(nhi, nlo)
+        status, delay, glide, phi, plo = trajectory(nhi, nlo, tdelay, tpeak, tglide)
         if status != OK:
             over = push(over, no, U64(i), ZERO, ZERO)
             no += 1

@@ -7,15 +7,22 @@ import numpy as np
 from hpcthreads.backends.base import BaseBackend, CollatzRaw, ThreadRaw, VerifyRaw, split_words
 
 _EMPTY = np.zeros(0, np.uint64)
+# Delay, peak and glide of every value below 2^20 (12 MiB per rank)
+TABLE_BITS = 20
+_TABLES: tuple | None = None
 
 
 class NumbaCPUBackend(BaseBackend):
     name = "numba-cpu"
 
     def __init__(self) -> None:
+        global _TABLES
         from hpcthreads.backends import cpukernels
 
         self._k = cpukernels
+        if _TABLES is None:
+            _TABLES = cpukernels.build_tables(1 << TABLE_BITS)
+        self._tables = _TABLES
 
     def collatz_range(self, start: int, count: int, store: bool) -> CollatzRaw:
         shi, slo = split_words(start)
@@ -28,7 +35,7 @@ class NumbaCPUBackend(BaseBackend):
             delay = glide = np.zeros(0, np.uint32)
             peak_lo = peak_hi = _EMPTY
         out = self._k.collatz_range(
-            np.uint64(shi), np.uint64(slo), count, store, delay, glide, peak_lo, peak_hi
+            np.uint64(shi), np.uint64(slo), count, store, delay, glide, peak_lo, peak_hi, *self._tables
         )
         arrays = (delay, glide, peak_lo, peak_hi) if store else (None,) * 4
         return CollatzRaw(int(out[0]), *out[1:], *arrays)
