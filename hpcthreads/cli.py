@@ -75,6 +75,26 @@ def main() -> None:
     show_default=True,
     help="Seconds of silence after which a worker holding work is declared dead.",
 )
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Finish a stopped run of OUTPUT from its ledger (or start it if there is none).",
+)
+@click.option(
+    "--io",
+    "io_mode",
+    type=click.Choice(["auto", "mpio", "gather"]),
+    default="auto",
+    show_default=True,
+    help="HDF5 writing: mpio (every rank writes; needs h5py with MPI), gather (rank 0 writes), or auto.",
+)
+@click.option(
+    "--checkpoint-interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between checkpoint snapshots of the ledger.",
+)
 def run(
     target: str,
     output: Path,
@@ -84,6 +104,9 @@ def run(
     log_level: str | None,
     log_file: str | None,
     heartbeat_timeout: float,
+    resume: bool,
+    io_mode: str,
+    checkpoint_interval: float,
     **shorthand: Any,
 ) -> None:
     """Run the jobs of TARGET and write OUTPUT.
@@ -95,8 +118,14 @@ def run(
     \b
     Under mpiexec or srun, rank 0 coordinates and the other ranks compute:
       mpiexec -n 8 hpcthreads run jobs.yaml -o out.h5
+    While it runs, results go to OUTPUT.partial with a ledger beside it
+    (OUTPUT.ledger, OUTPUT.checkpoint); the file is renamed to OUTPUT when no
+    work is left. After a stop, a time limit or a crash, the same command with
+    --resume computes only what is missing.
+
+    \b
     Exit status: 0 done, 1 a job failed (the others completed), 2 bad input,
-    75 stopped by SIGTERM/SIGINT/SIGUSR1 with finished chunks saved.
+    75 stopped by SIGTERM/SIGINT/SIGUSR1 with finished chunks saved: resume me.
     """
     from hpcthreads.runtime import run as run_jobs
 
@@ -111,11 +140,16 @@ def run(
             log_level=log_level,
             log_file=log_file,
             heartbeat_timeout=heartbeat_timeout,
+            io=io_mode,
+            resume=resume,
+            checkpoint_interval=checkpoint_interval,
         )
         result = run_jobs(config)
     except HPCThreadsError as exc:
         _fail(exc)
-    if result.rank == 0:
+    if result.rank == 0 and result.message:
+        click.echo(result.message, err=True)
+    elif result.rank == 0:
         click.echo(
             f"wrote {output} ({len(result.summaries)} job(s), {result.size} rank(s), "
             f"{result.wall_seconds:.2f} s)",

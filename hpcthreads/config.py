@@ -151,6 +151,13 @@ class RunConfig:
     log_level: str | None = None
     log_file: str | None = None
     heartbeat_timeout: float = 120.0
+    io: str = "auto"
+    resume: bool = False
+    checkpoint_interval: float = 30.0
+
+    def jobs_json(self) -> str:
+        """The validated jobs, with defaults, as canonical JSON: what a resumed run must match."""
+        return json.dumps({"jobs": [job.to_dict() for job in self.jobs]}, sort_keys=True)
 
 
 def make_job(entry: Any, index: int) -> Job:

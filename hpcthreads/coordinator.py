@@ -16,10 +16,11 @@ from typing import Any
 
 from hpcthreads import protocol as p
 from hpcthreads.errors import HPCThreadsError
+from hpcthreads.ledger import LedgerWriter
 from hpcthreads.mpiutil import Poller
 from hpcthreads.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
 from hpcthreads.worker import ChunkRunner
-from hpcthreads.workloads.base import BaseWorkload
+from hpcthreads.workloads.base import BaseWorkload, to_plain
 
 log = logging.getLogger("hpcthreads")
 
@@ -48,6 +49,9 @@ class ChunkRecord:
 class Outcome:
     summaries: dict[int, Any] = field(default_factory=dict)
     failed: dict[int, str] = field(default_factory=dict)
+    extra: dict[int, dict[str, list]] = field(default_factory=dict)
+    job_wall: dict[int, float] = field(default_factory=dict)
+    wall: float = 0.0
     interrupted: str | None = None
     ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
     chunks: list[ChunkRecord] = field(default_factory=list)
@@ -62,34 +66,40 @@ class Coordinator:
         local: ChunkRunner | None,
         heartbeat_timeout: float = 60.0,
         max_chunks: list[int] | None = None,
+        ledger: LedgerWriter | None = None,
     ) -> None:
         self.comm = comm
         self.workloads = workloads
         self.writer = writer
         self.local = local
+        self.ledger = ledger
         self.timeout = heartbeat_timeout
         ranks = [0] if local is not None else list(range(1, comm.Get_size()))
         self.workers = {rank: WorkerState(rank) for rank in ranks}
-        queues = [
-            JobQueue(
-                i,
-                w.job.name,
-                w.job.size,
-                w.job.batch_size,
-                w.job.priority,
-                w.job.gpu_preferred,
-                (max_chunks or [1 << 62] * len(workloads))[i],
-            )
-            for i, w in enumerate(workloads)
-        ]
+        limits = max_chunks or [1 << 62] * len(workloads)
+        queues = [self._queue(i, w, limits[i]) for i, w in enumerate(workloads)]
         self.scheduler = Scheduler(queues, list(self.workers.values()))
-        self.summaries = {i: w.empty() for i, w in enumerate(workloads)}
+        self.summaries = {i: self._resumed_summary(w) for i, w in enumerate(workloads)}
         self.outcome = Outcome()
         self.local_queue: deque[p.Task] = deque()
         self.last_seen: dict[int, float] = {}
         self.interrupted: str | None = None
         self.t0 = time.time()
         self.job_started: dict[int, float] = {}
+
+    def _queue(self, index: int, workload: BaseWorkload, limit: int) -> JobQueue:
+        """A job's queue; when resuming, only the parts the ledger does not hold."""
+        job = workload.job
+        queue = JobQueue(index, job.name, job.size, job.batch_size, job.priority, job.gpu_preferred, limit)
+        done = self.ledger.state.done.get(job.name) if self.ledger else None
+        if done is not None:
+            queue.cursor, queue.done = job.size, done.covered()
+            queue.returned.extend(Chunk(0, index, offset, count) for offset, count in done.gaps(job.size))
+        return queue
+
+    def _resumed_summary(self, workload: BaseWorkload) -> Any:
+        plain = self.ledger.state.summaries.get(workload.job.name) if self.ledger else None
+        return workload.empty() if plain is None else workload.summary_from_plain(plain)
 
     # Main loop
 
@@ -113,6 +123,7 @@ class Coordinator:
                 self._check_heartbeats(now)
                 retry_at = now + RETRY_SECONDS
         coordinator = {"cpu": time.process_time() - cpu_start, "wall": time.perf_counter() - wall_start}
+        self.outcome.wall = coordinator["wall"]
         self._stop_workers()
         self._finish_jobs()
         if self.local is None:
@@ -232,13 +243,31 @@ class Coordinator:
                 chunk.stolen,
             )
         )
-        if job.failed is None and result.output is not None:
-            workload = self.workloads[result.job]
-            self.writer.write_chunk(workload.job, result.output)
-            self.summaries[result.job] = workload.merge(self.summaries[result.job], result.output.summary)
+        if job.failed is None and result.output is not None and result.count:
+            self._record(result, worker.rank)
             if job.done >= job.size:
                 self._end_job(result.job)
         self._top_up(worker)
+
+    def _record(self, result: p.Result, rank: int) -> None:
+        """Data first (unless a worker wrote it), then the ledger entry, then the merge."""
+        workload, output = self.workloads[result.job], result.output
+        if self.local is not None or not self.writer.writes_on_workers:
+            self.writer.write_chunk(result.job, output)
+        if self.ledger is not None:
+            self.ledger.append(
+                workload.job.name,
+                result.offset,
+                result.count,
+                rank,
+                result.started,
+                result.ended,
+                to_plain(output.summary),
+                output.extra,
+            )
+        self.summaries[result.job] = workload.merge(self.summaries[result.job], output.summary)
+        for name, rows in output.extra.items():
+            self.outcome.extra.setdefault(result.job, {}).setdefault(name, []).extend(rows)
 
     def _on_failure(self, worker: WorkerState, failure: p.Failure) -> None:
         name = self.scheduler.jobs[worker.in_flight[failure.chunk].job].name
@@ -314,8 +343,8 @@ class Coordinator:
     def _end_job(self, index: int) -> None:
         workload = self.workloads[index]
         wall = time.time() - self.job_started.get(index, self.t0)
-        self.writer.end_job(workload.job, self.summaries[index], wall)
         self.outcome.summaries[index] = self.summaries[index]
+        self.outcome.job_wall[index] = wall
         log.info(
             "job %s (%s) complete: %d items in %.2f s",
             workload.job.name,
@@ -325,8 +354,10 @@ class Coordinator:
         )
 
     def _finish_jobs(self) -> None:
-        for index, message in self.outcome.failed.items():
-            self.writer.fail_job(self.workloads[index].job, message)
+        # Jobs with nothing left to do when resuming are complete without a chunk
+        for index, job in enumerate(self.scheduler.jobs):
+            if job.failed is None and job.done >= job.size and index not in self.outcome.summaries:
+                self._end_job(index)
 
     def _stop_workers(self) -> None:
         if self.local is not None:

@@ -1,7 +1,9 @@
-"""Starting a run: MPI, logging, the output file, then the coordinator or a worker.
+"""Starting a run: MPI, logging, the plan for the output, then the coordinator or a worker.
 
-Rank 0 coordinates and writes; ranks 1..N-1 compute. With one rank (no
-launcher, or `mpiexec -n 1`) the coordinator computes each chunk itself.
+Rank 0 coordinates; ranks 1..N-1 compute. With one rank (no launcher, or
+`mpiexec -n 1`) the coordinator computes each chunk itself. A run writes
+`OUT.partial` with its ledger beside it (see ledger.py) and renames it to
+`OUT` when no work is left; a stopped run keeps them for `--resume`.
 """
 
 from __future__ import annotations
@@ -10,25 +12,27 @@ import logging
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from hpcthreads import __version__
+from hpcthreads import __version__, ledger
 from hpcthreads.backends import make_backend
 from hpcthreads.config import Job, RunConfig
-from hpcthreads.coordinator import Coordinator
+from hpcthreads.coordinator import Coordinator, Outcome
 from hpcthreads.errors import HPCThreadsError, JobFailedError
 from hpcthreads.io import schema
-from hpcthreads.io.writer import H5Writer, check_output_path
 from hpcthreads.mpiutil import abort_on_exception, init_mpi, setup_logging
+from hpcthreads.planning import Plan, make_plan
 from hpcthreads.testing import Faults
 from hpcthreads.worker import ChunkRunner, Worker, hello_for
 from hpcthreads.workloads import make_workload
+from hpcthreads.workloads.base import to_plain
 
 log = logging.getLogger("hpcthreads")
 
 # Largest number of path values one thread chunk holds in memory
 MAX_CHUNK_VALUES = 1 << 21
-# Exit status of a run stopped early by a signal, its finished chunks saved
+# Exit status of a run stopped by a signal with its finished chunks saved: resume it
 EXIT_INTERRUPTED = 75
 
 
@@ -42,6 +46,7 @@ class RunResult:
     size: int = 1
     summaries: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    message: str = ""
 
 
 def chunk_limit(job: Job) -> int:
@@ -51,79 +56,156 @@ def chunk_limit(job: Job) -> int:
     return 1 << 62
 
 
-def run_attrs(config: RunConfig, backend_name: str, size: int) -> dict[str, Any]:
-    return {
-        "job_file": config.source,
-        "config": schema.to_json({"jobs": [job.to_dict() for job in config.jobs]}),
-        "backend": backend_name,
-        "ranks": size,
-        "python": sys.version.split()[0],
-        "hpcthreads_version": __version__,
-    }
-
-
 def run(config: RunConfig) -> RunResult:
     """Run every job of `config` on this rank's side of the run."""
     comm = init_mpi()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, config.log_level, config.log_file)
     abort_on_exception(comm)
-    _agree_on_output(comm, rank, config)
+    plan = _agree(comm, rank, size, config)
+    if plan.complete:
+        return RunResult(rank, size, message=f"{config.output} is already complete; nothing to resume")
     workloads = [make_workload(job) for job in config.jobs]
+    writer = _open_writer(comm, rank, plan, workloads, config, size)
     faults = Faults.from_env()
     if rank != 0:
         backend = make_backend(config.backend)
-        Worker(comm, ChunkRunner(workloads, backend, rank, faults), hello_for(rank, backend)).serve()
+        runner = ChunkRunner(workloads, backend, rank, faults)
+        Worker(comm, runner, hello_for(rank, backend), writer).serve()
+        if writer is not None:
+            writer.finish(comm.bcast(None, root=0))
+            writer.close()
         return RunResult(rank, size)
-    return _coordinate(comm, size, config, workloads, faults)
+    return _coordinate(comm, size, config, plan, workloads, writer, faults)
 
 
-def _agree_on_output(comm: Any, rank: int, config: RunConfig) -> None:
-    """The output path is checked on rank 0 and the verdict shared, so all ranks stop alike."""
-    error = None
+def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> Plan:
+    """Rank 0 answers every filesystem question; all ranks get the same plan or error."""
+    plan: Plan | HPCThreadsError
     if rank == 0:
         try:
-            check_output_path(config.output, config.force)
+            plan = make_plan(config, size)
         except HPCThreadsError as exc:
-            error = exc
-    if comm is not None and comm.Get_size() > 1:
-        error = comm.bcast(error, root=0)
-    if error is not None:
-        raise error
+            plan = exc
+    else:
+        plan = None  # type: ignore[assignment]
+    if size > 1:
+        plan = comm.bcast(plan, root=0)
+    if isinstance(plan, HPCThreadsError):
+        raise plan
+    return plan
 
 
-def _coordinate(comm: Any, size: int, config: RunConfig, workloads: list, faults: Faults) -> RunResult:
+def _open_writer(comm: Any, rank: int, plan: Plan, workloads: list, config: RunConfig, size: int) -> Any:
+    from hpcthreads.io.writer import MPIOWriter, SerialWriter, layout_attrs
+
+    if plan.io == "mpio":
+        writer = MPIOWriter(plan.partial, workloads, plan.fresh, comm)
+    elif rank == 0:
+        writer = SerialWriter(plan.partial, workloads, plan.fresh)
+    else:
+        return None
+    if plan.fresh:
+        attrs = layout_attrs(_run_attrs(config, size, plan.io)) if rank == 0 else None
+        writer.create_layout(comm.bcast(attrs, root=0) if plan.io == "mpio" else attrs)
+    return writer
+
+
+def _run_attrs(config: RunConfig, size: int, io: str) -> dict[str, Any]:
+    return {
+        "job_file": config.source,
+        "config": config.jobs_json(),
+        "ranks": size,
+        "io": io,
+        "python": sys.version.split()[0],
+        "hpcthreads_version": __version__,
+    }
+
+
+def _coordinate(
+    comm: Any, size: int, config: RunConfig, plan: Plan, workloads: list, writer: Any, faults: Faults
+) -> RunResult:
     local = ChunkRunner(workloads, make_backend(config.backend), 0, faults) if size == 1 else None
-    backend_name = local.backend.name if local else config.backend
-    writer = H5Writer(config.output, run_attrs(config, backend_name, size))
+    merge = _plain_merger(workloads)
+    state = plan.state or ledger.LedgerState(config.jobs_json())
+    journal = ledger.LedgerWriter(plan.output, state, merge, config.checkpoint_interval)
     t0 = time.perf_counter()
     try:
-        for workload in workloads:
-            writer.begin_job(workload.job, workload)
-        coordinator = Coordinator(
-            comm, workloads, writer, local, config.heartbeat_timeout, [chunk_limit(w.job) for w in workloads]
-        )
+        limits = [chunk_limit(w.job) for w in workloads]
+        coordinator = Coordinator(comm, workloads, writer, local, config.heartbeat_timeout, limits, journal)
         outcome = coordinator.run()
-        writer.write_accounting(outcome.ranks, outcome.chunks)
+        journal.close()
+        finish = _finish(outcome, workloads, journal.state, size)
+        if plan.io == "mpio":
+            comm.bcast(finish, root=0)
+        writer.finish(finish)
+        writer.close()
     except BaseException as exc:
-        writer.close(schema.STATE_FAILED)
+        writer.close()
         if size > 1:
             log.error("run failed on the coordinator: %s; aborting all ranks", exc)
             comm.Abort(1)
         raise
-    state = (
-        schema.STATE_INTERRUPTED
-        if outcome.interrupted
-        else (schema.STATE_FAILED if outcome.failed else schema.STATE_COMPLETE)
-    )
-    backends = sorted({r["backend"] for r in outcome.ranks.values() if r.get("backend")})
-    writer.close(state, {"backend": ",".join(backends)})
+    if not outcome.interrupted:
+        plan.partial.replace(plan.output)
+        ledger.remove(plan.output)
     result = RunResult(
         0, size, {workloads[i].job.name: s for i, s in outcome.summaries.items()}, time.perf_counter() - t0
     )
+    _raise_for(outcome, workloads, plan)
+    return result
+
+
+def _plain_merger(workloads: list) -> Any:
+    by_name = {w.job.name: w for w in workloads}
+
+    def merge(name: str, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        workload = by_name[name]
+        return to_plain(workload.merge(workload.summary_from_plain(a), workload.summary_from_plain(b)))
+
+    return merge
+
+
+def _finish(outcome: Outcome, workloads: list, state: ledger.LedgerState, size: int) -> Any:
+    from hpcthreads.io.writer import Finish, JobEnd
+
+    jobs = {}
+    for i, workload in enumerate(workloads):
+        name = workload.job.name
+        extra = {key: [tuple(row) for row in rows] for key, rows in state.extra.get(name, {}).items()}
+        if i in outcome.failed:
+            jobs[name] = JobEnd(schema.STATE_FAILED, error=outcome.failed[i])
+        elif i in outcome.summaries:
+            jobs[name] = JobEnd(schema.STATE_COMPLETE, outcome.summaries[i], extra=extra)
+        else:
+            jobs[name] = JobEnd(schema.STATE_INTERRUPTED)
+    if outcome.interrupted:
+        run_state = schema.STATE_INTERRUPTED
+    else:
+        run_state = schema.STATE_FAILED if outcome.failed else schema.STATE_COMPLETE
+    backends = sorted({r["backend"] for r in outcome.ranks.values() if r.get("backend")})
+    run_attrs = {"backend": ",".join(backends), "ranks": size, "wall_seconds": outcome.wall}
+    done = {name: ranges.spans for name, ranges in state.done.items()}
+    return Finish(run_state, jobs, run_attrs, outcome.ranks, outcome.chunks, done)
+
+
+def _raise_for(outcome: Outcome, workloads: list, plan: Plan) -> None:
     if outcome.failed:
         lines = [f"job {workloads[i].job.name!r} failed: {msg}" for i, msg in outcome.failed.items()]
-        raise JobFailedError("; ".join(lines) + f" (other jobs completed; results in {config.output})")
+        raise JobFailedError("; ".join(lines) + f" (other jobs completed; results in {plan.output})")
     if outcome.interrupted:
-        raise InterruptedRun(f"stopped by {outcome.interrupted}; finished chunks are in {config.output}")
-    return result
+        raise InterruptedRun(
+            f"stopped by {outcome.interrupted}; finished chunks are saved in {plan.partial}: "
+            "run the same command with --resume to finish"
+        )
+
+
+def describe_paths(output: Path) -> dict[str, Path]:
+    """Where a run keeps its files: the final output, the partial file, the ledger."""
+    ledger_path, checkpoint_path = ledger.paths(output)
+    return {
+        "output": output,
+        "partial": output.with_name(output.name + ".partial"),
+        "ledger": ledger_path,
+        "checkpoint": checkpoint_path,
+    }

@@ -128,7 +128,24 @@ class Scheduler:
             # Retried and stolen chunks avoid the rank they came from when another rank exists
             for i, chunk in enumerate(job.returned):
                 if chunk.rank != worker.rank or len(self.workers) == 1:
-                    del job.returned[i]
+                    size = self.chunk_size(job, worker)
+                    if chunk.count > size and not chunk.stolen:
+                        # A large returned range (a resumed gap) is cut like fresh work
+                        rest = Chunk(
+                            0,
+                            chunk.job,
+                            chunk.offset + size,
+                            chunk.count - size,
+                            chunk.rank,
+                            chunk.attempts,
+                            stolen=chunk.stolen,
+                        )
+                        job.returned[i] = rest
+                        chunk = Chunk(
+                            0, chunk.job, chunk.offset, size, chunk.rank, chunk.attempts, stolen=chunk.stolen
+                        )
+                    else:
+                        del job.returned[i]
                     chunk.id = self._new_id()
                     worker.stolen_by += chunk.stolen
                     return chunk

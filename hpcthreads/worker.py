@@ -95,10 +95,11 @@ class ChunkRunner:
 class Worker:
     """The MPI loop of ranks 1..N-1."""
 
-    def __init__(self, comm: Any, runner: ChunkRunner, hello: p.Hello) -> None:
+    def __init__(self, comm: Any, runner: ChunkRunner, hello: p.Hello, writer: Any = None) -> None:
         self.comm = comm
         self.runner = runner
         self.hello = hello
+        self.writer = writer
         self.queue: deque[p.Task] = deque()
         self.stop: p.Stop | None = None
         self.last_sent = time.monotonic()
@@ -151,6 +152,10 @@ class Worker:
         self.current = task
         try:
             result = self.runner.run(task, self._service)
+            if self.writer is not None and result.output is not None:
+                # Parallel mode: the slice is written here; only the summary travels
+                self.writer.write_chunk(task.job, result.output)
+                result.output.arrays = {}
         except Exception as exc:  # noqa: BLE001 - every failure goes back to the coordinator
             failure = p.Failure(
                 task.chunk,

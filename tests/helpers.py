@@ -13,17 +13,12 @@ BIN = Path(sys.executable).parent
 
 
 def cli(
-    *args: str, timeout: float = 300, env: dict | None = None, check: bool = False
+    *args: str, timeout: float = 300, env: dict | None = None, check: bool = False, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
     """Run `python -m hpcthreads ARGS` in a subprocess; returns the completed process."""
     full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, "-m", "hpcthreads", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    command = [sys.executable, "-m", "hpcthreads", *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"hpcthreads {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc

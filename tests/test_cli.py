@@ -73,7 +73,7 @@ def test_job_file_runs_every_type_with_exact_big_integers(tmp_path):
     ],
 )
 def test_bad_input_is_one_clear_line(tmp_path, args, message):
-    proc = cli(*args, env={"PWD": str(tmp_path)})
+    proc = cli(*args, cwd=tmp_path)
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert message in proc.stderr

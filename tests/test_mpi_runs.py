@@ -143,8 +143,9 @@ def test_a_silent_worker_is_named_after_the_heartbeat_timeout(tmp_path):
     )
     assert proc.returncode != 0
     assert "rank 2 on" in proc.stderr and "sent nothing for 3 s while holding work" in proc.stderr
-    with h5py.File(out) as f:
-        assert f.attrs["state"] == "failed"
+    # Aborted: the partial file and its ledger stay for --resume, no final file appears
+    assert not out.exists()
+    assert (tmp_path / "silent.h5.partial").exists() and (tmp_path / "silent.h5.checkpoint").exists()
 
 
 def test_more_workers_than_work_exit_cleanly(tmp_path):
@@ -248,7 +249,8 @@ def test_sigterm_stops_cleanly_keeping_finished_chunks(tmp_path, ranks):
     rc, stderr = _start_and_signal(command, signal.SIGTERM, marker)
     assert rc == 75, stderr
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
-    with h5py.File(out) as f:
+    assert not out.exists()
+    with h5py.File(tmp_path / "stopped.h5.partial") as f:
         assert f.attrs["state"] == "interrupted"
         done = int(f["run/chunks/count"][()].sum())
     assert 0 < done < 10**9

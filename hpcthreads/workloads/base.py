@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -48,6 +48,9 @@ class BaseWorkload:
     def empty(self) -> Any:
         raise NotImplementedError
 
+    def summary_from_plain(self, plain: dict[str, Any]) -> Any:
+        return from_plain(type(self.empty()), plain)
+
     def compute(self, backend: BaseBackend, offset: int, count: int) -> ChunkOutput:
         raise NotImplementedError
 
@@ -61,3 +64,29 @@ class BaseWorkload:
     def cost_per_item(self) -> float:
         """Relative cost of one item, for chunk sizing (1 = one collatz number)."""
         return 1.0
+
+
+def to_plain(summary: Any) -> dict[str, Any]:
+    """A summary dataclass as JSON-ready values with exact integers."""
+    plain = {}
+    for item in fields(summary):
+        value = getattr(summary, item.name)
+        if isinstance(value, np.ndarray):
+            value = [int(v) for v in value]
+        elif isinstance(value, list):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        plain[item.name] = value
+    return plain
+
+
+def from_plain(kind: type, plain: dict[str, Any]) -> Any:
+    """The inverse of `to_plain` for the summary dataclass `kind`."""
+    values = {}
+    for item in fields(kind):
+        value = plain[item.name]
+        if item.name == "histogram":
+            value = np.array(value, dtype=np.int64)
+        elif item.name.endswith("_records"):
+            value = [tuple(pair) for pair in value]
+        values[item.name] = value
+    return kind(**values)

@@ -1,0 +1,128 @@
+"""Deciding, on rank 0 before any work, what a run does with its output.
+
+A fresh run, the resumption of a stopped one, or nothing (already complete);
+gather or mpio writing. Every refusal is a one-line error naming the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpcthreads import ledger
+from hpcthreads.config import RunConfig
+from hpcthreads.errors import ConfigError, OutputError
+
+IO_MODES = ("auto", "mpio", "gather")
+
+
+@dataclass
+class Plan:
+    output: Path
+    partial: Path
+    io: str
+    fresh: bool = True
+    complete: bool = False
+    state: ledger.LedgerState | None = None
+
+
+def partial_path(output: Path) -> Path:
+    return output.with_name(output.name + ".partial")
+
+
+def choose_io(requested: str, size: int) -> str:
+    from hpcthreads.io.writer import mpi_available
+
+    if requested not in IO_MODES:
+        raise ConfigError(f"--io: {requested!r} is not one of {', '.join(IO_MODES)}")
+    has_mpi = mpi_available()
+    if requested == "mpio" and not has_mpi:
+        raise ConfigError(
+            "--io mpio: this h5py was built without MPI; build one with scripts/install-parallel-h5py.sh "
+            "or use --io gather"
+        )
+    if requested == "auto":
+        return "mpio" if has_mpi and size > 1 else "gather"
+    return requested
+
+
+def make_plan(config: RunConfig, size: int) -> Plan:
+    from hpcthreads.backends import backend_class
+    from hpcthreads.io.writer import check_output_path
+
+    if config.backend != "auto":
+        backend_class(config.backend)  # an unknown name is refused before any file is made
+    output = Path(config.output)
+    plan = Plan(output, partial_path(output), choose_io(config.io, size))
+    stopped = plan.partial.exists() or ledger.exists(output)
+    if config.resume and stopped:
+        plan.state = _resumable_state(config, plan)
+        plan.fresh = plan.state is None
+        if plan.fresh:
+            plan.partial.unlink(missing_ok=True)
+        return plan
+    if config.resume and output.exists():
+        _check_same_jobs(config, _file_config(output), output)
+        plan.complete = True
+        return plan
+    if stopped:
+        if not config.force:
+            raise OutputError(
+                f"a stopped run of {output} exists ({plan.partial.name}); "
+                "use --resume to finish it or --force to start again"
+            )
+        plan.partial.unlink(missing_ok=True)
+        ledger.remove(output)
+    check_output_path(output, config.force)
+    return plan
+
+
+def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None:
+    """The ledger of a stopped run, checked against the jobs and the partial file."""
+    _, checkpoint = ledger.paths(plan.output)
+    if not checkpoint.exists():
+        # Stopped before its first checkpoint: nothing was done, start again
+        return None
+    if not plan.partial.exists():
+        raise OutputError(
+            f"cannot resume {plan.output}: its ledger exists but {plan.partial.name} is missing"
+        )
+    from hpcthreads.runtime import _plain_merger
+    from hpcthreads.workloads import make_workload
+
+    try:
+        state = ledger.load(plan.output, _plain_merger([make_workload(job) for job in config.jobs]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise OutputError(f"cannot resume {plan.output}: its ledger is unreadable ({exc})") from None
+    _check_same_jobs(config, state.config, plan.output)
+    _check_same_jobs(config, _file_config(plan.partial), plan.partial)
+    return state
+
+
+def _file_config(path: Path) -> str:
+    from hpcthreads.io.reader import open_results
+
+    try:
+        with open_results(path) as handle:
+            return str(handle.attrs.get("config", ""))
+    except OutputError as exc:
+        raise OutputError(f"cannot resume: {exc}; the file is left as it is") from None
+
+
+def _check_same_jobs(config: RunConfig, recorded: str, path: Path) -> None:
+    """Refuse a file written for other jobs, naming the first job that differs."""
+    if recorded == config.jobs_json():
+        return
+    try:
+        theirs = {job["name"]: job for job in json.loads(recorded)["jobs"]}
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"cannot resume {path}: it records no job configuration") from None
+    ours = {job.name: job.to_dict() for job in config.jobs}
+    for name in list(ours) + [n for n in theirs if n not in ours]:
+        if json.dumps(ours.get(name), sort_keys=True) != json.dumps(theirs.get(name), sort_keys=True):
+            raise ConfigError(
+                f"cannot resume {path}: it was started with a different job file (job {name!r} differs); "
+                "use --force to start again"
+            )
+    raise ConfigError(f"cannot resume {path}: it was started with a different job file (job order differs)")
