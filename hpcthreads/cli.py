@@ -195,6 +195,26 @@ def inspect(path: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def status(output: Path, as_json: bool) -> None:
+    """Progress of a run of OUTPUT, running, stopped or done: per job done/total.
+
+    Reads OUTPUT's ledger (OUTPUT.checkpoint and OUTPUT.ledger) while a run is
+    in progress or stopped, and OUTPUT itself once it is complete. Exit status
+    0 when the run is complete, 3 when work remains.
+    """
+    from hpcthreads.status import format_status, run_status
+
+    try:
+        report = run_status(output)
+    except HPCThreadsError as exc:
+        _fail(exc)
+    click.echo(json.dumps(report, indent=1) if as_json else format_status(report))
+    sys.exit(0 if report["complete"] else 3)
+
+
+@main.command()
 def info() -> None:
     """Print the versions of Python, MPI, h5py and Numba, and the backends available here."""
     from hpcthreads.inspection import environment_report

@@ -1,0 +1,159 @@
+"""Stopping, killing and resuming: nothing lost, nothing counted twice, bad resumes refused."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from h5compare import assert_same_results
+from helpers import cli, mpiexec
+
+pytestmark = pytest.mark.timeout(300)
+
+JOBS = """
+jobs:
+  - {name: numbers, type: collatz, parameters: {start: '2**40', count: 3000000, batch_size: 100000,
+     store: per-number}}
+  - {name: check, type: verify, priority: high, parameters: {start: '2**64', count: 1500000, batch_size: 100000}}
+  - {name: tree, type: thread, priority: low, parameters: {thread_count: 20000, max_depth: 80, batch_size: 1000}}
+"""
+
+
+@pytest.fixture(scope="module")
+def job_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("resume") / "jobs.yaml"
+    path.write_text(JOBS)
+    return path
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(job_file):
+    out = job_file.parent / "whole.h5"
+    cli("run", str(job_file), "-o", str(out), check=True)
+    return out
+
+
+def launch(ranks: int, *args: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "hpcthreads", *args]
+    if ranks > 1:
+        command = [mpiexec(), "-n", str(ranks), *command]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+
+
+def wait_for_progress(out, fraction: float, proc: subprocess.Popen) -> None:
+    """Return once the run's ledger holds `fraction` of all work (0: once the file exists)."""
+    from hpcthreads.status import run_status
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if fraction == 0 and out.with_name(out.name + ".partial").exists():
+            return
+        try:
+            jobs = run_status(out)["jobs"].values()
+        except Exception:  # noqa: BLE001 - not started yet, or mid-snapshot
+            jobs = []
+        if jobs and sum(j["done"] or 0 for j in jobs) >= fraction * sum(j["total"] for j in jobs) > 0:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.4, 0.85])
+def test_sigkill_of_every_rank_then_resume_gives_identical_results(
+    job_file, uninterrupted, tmp_path, fraction
+):
+    out = tmp_path / "killed.h5"
+    args = ["run", str(job_file), "-o", str(out), "--checkpoint-interval", "0.5"]
+    proc = launch(3, *args)
+    wait_for_progress(out, fraction, proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    if out.exists():
+        pytest.skip("the run finished before it could be killed: this machine is faster than expected")
+    if (tmp_path / "killed.h5.checkpoint").exists():
+        status = cli("status", str(out))
+        assert status.returncode == 3, status.stdout + status.stderr
+    # Resume with another rank count: the ledger, not the layout of ranks, decides what is left
+    resumed = launch(2, *args, "--resume")
+    _, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr
+    assert_same_results(uninterrupted, out)
+    assert not (tmp_path / "killed.h5.partial").exists() and not (tmp_path / "killed.h5.ledger").exists()
+    assert cli("status", str(out)).returncode == 0
+
+
+def test_sigterm_checkpoints_with_exit_75_then_resume_completes(job_file, uninterrupted, tmp_path):
+    out = tmp_path / "stopped.h5"
+    args = ["run", str(job_file), "-o", str(out)]
+    proc = launch(3, *args)
+    time.sleep(2.0)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 75, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    second = launch(3, *args, "--resume")
+    _, stderr = second.communicate(timeout=240)
+    assert second.returncode == 0, stderr
+    assert_same_results(uninterrupted, out)
+
+
+def test_resume_of_a_complete_run_does_nothing(uninterrupted, job_file):
+    before = uninterrupted.read_bytes()
+    proc = cli("run", str(job_file), "-o", str(uninterrupted), "--resume", check=True)
+    assert "already complete" in proc.stderr
+    assert uninterrupted.read_bytes() == before
+
+
+def _stopped_run(tmp_path, job_file):
+    out = tmp_path / "partial.h5"
+    proc = launch(1, "run", str(job_file), "-o", str(out), "--checkpoint-interval", "0.2")
+    time.sleep(2.5)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 75
+    return out
+
+
+def _files(out):
+    return {p.name: p.read_bytes() for p in out.parent.glob(out.name + "*")}
+
+
+def test_resume_with_a_different_job_file_is_refused(tmp_path, job_file):
+    out = _stopped_run(tmp_path, job_file)
+    before = _files(out)
+    other = tmp_path / "other.yaml"
+    other.write_text(JOBS.replace("count: 1500000", "count: 1500001"))
+    proc = cli("run", str(other), "-o", str(out), "--resume")
+    assert proc.returncode == 2
+    assert "different job file (job 'check' differs)" in proc.stderr and "Traceback" not in proc.stderr
+    assert _files(out) == before
+
+
+def test_a_stopped_run_is_not_overwritten_without_resume_or_force(tmp_path, job_file):
+    out = _stopped_run(tmp_path, job_file)
+    before = _files(out)
+    proc = cli("run", str(job_file), "-o", str(out))
+    assert proc.returncode == 2 and "use --resume to finish it or --force" in proc.stderr
+    assert _files(out) == before
+
+
+@pytest.mark.parametrize("damage", ["truncate-partial", "garbage-checkpoint", "missing-partial"])
+def test_resume_of_a_damaged_run_is_refused_and_nothing_is_made_worse(tmp_path, job_file, damage):
+    out = _stopped_run(tmp_path, job_file)
+    partial, checkpoint = tmp_path / "partial.h5.partial", tmp_path / "partial.h5.checkpoint"
+    if damage == "truncate-partial":
+        partial.write_bytes(partial.read_bytes()[:1000])
+    elif damage == "garbage-checkpoint":
+        checkpoint.write_text("{not json")
+    else:
+        partial.unlink()
+    before = _files(out)
+    proc = cli("run", str(job_file), "-o", str(out), "--resume")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot resume" in proc.stderr and "Traceback" not in proc.stderr
+    assert _files(out) == before
