@@ -18,8 +18,10 @@ JOBS = """
 jobs:
   - {name: numbers, type: collatz, parameters: {start: '2**40', count: 3000000, batch_size: 100000,
      store: per-number}}
-  - {name: check, type: verify, priority: high, parameters: {start: '2**64', count: 1500000, batch_size: 100000}}
-  - {name: tree, type: thread, priority: low, parameters: {thread_count: 20000, max_depth: 80, batch_size: 1000}}
+  - {name: check, type: verify, priority: high,
+     parameters: {start: '2**64', count: 1500000, batch_size: 100000}}
+  - {name: tree, type: thread, priority: low,
+     parameters: {thread_count: 20000, max_depth: 80, batch_size: 1000}}
 """
 
 
