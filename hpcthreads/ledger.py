@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hpcthreads.errors import OutputError
+
 LEDGER_SUFFIX = ".ledger"
 CHECKPOINT_SUFFIX = ".checkpoint"
 
@@ -179,9 +181,12 @@ class LedgerWriter:
         }
         if extra:
             entry["extra"] = {name: [list(row) for row in rows] for name, rows in extra.items()}
-        self.handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
+        try:
+            self.handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        except OSError as exc:
+            raise OutputError(f"writing the ledger {self.ledger_path} failed ({exc})") from None
         _apply(self.state, entry, self.merge)
         if time.monotonic() >= self.next_snapshot:
             self.snapshot()

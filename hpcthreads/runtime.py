@@ -19,7 +19,7 @@ from hpcthreads import __version__, ledger
 from hpcthreads.backends import make_backend
 from hpcthreads.config import Job, RunConfig
 from hpcthreads.coordinator import Coordinator, Outcome
-from hpcthreads.errors import HPCThreadsError, JobFailedError
+from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io import schema
 from hpcthreads.mpiutil import abort_on_exception, init_mpi, setup_logging
 from hpcthreads.planning import Plan, make_plan
@@ -62,12 +62,13 @@ def run(config: RunConfig) -> RunResult:
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, config.log_level, config.log_file)
     abort_on_exception(comm)
+    faults = Faults.from_env()
+    faults.limit_files()
     plan = _agree(comm, rank, size, config)
     if plan.complete:
         return RunResult(rank, size, message=f"{config.output} is already complete; nothing to resume")
     workloads = [make_workload(job) for job in config.jobs]
     writer = _open_writer(comm, rank, plan, workloads, config, size)
-    faults = Faults.from_env()
     if rank != 0:
         backend = make_backend(config.backend)
         runner = ChunkRunner(workloads, backend, rank, faults)
@@ -107,8 +108,18 @@ def _open_writer(comm: Any, rank: int, plan: Plan, workloads: list, config: RunC
         return None
     if plan.fresh:
         attrs = layout_attrs(_run_attrs(config, size, plan.io)) if rank == 0 else None
-        writer.create_layout(comm.bcast(attrs, root=0) if plan.io == "mpio" else attrs)
+        try:
+            writer.create_layout(comm.bcast(attrs, root=0) if plan.io == "mpio" else attrs)
+        except (OSError, RuntimeError) as exc:
+            writer.abandon()
+            raise OutputError(
+                f"cannot create {plan.partial} ({exc.__class__.__name__}: {_first_line(exc)})"
+            ) from None
     return writer
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else ""
 
 
 def _run_attrs(config: RunConfig, size: int, io: str) -> dict[str, Any]:

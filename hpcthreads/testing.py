@@ -8,7 +8,9 @@ The variable holds `;`-separated rules, each `action:key=value,...`:
 - `kill:rank=2,after=1`: rank 2 kills itself with SIGKILL at the start of its
   second chunk (after 1 chunk);
 - `sleep:rank=1,seconds=2`: rank 1 sleeps 2 s at the start of its first chunk
-  (a chunk that takes long, leaving the other workers idle).
+  (a chunk that takes long, leaving the other workers idle);
+- `fsize:bytes=N`: once MPI is up, files may not grow past N bytes (RLIMIT_FSIZE):
+  a full disk, as far as the run can tell.
 """
 
 from __future__ import annotations
@@ -63,6 +65,14 @@ class Faults:
                 if rule.fired < int(rule.args.get("times", 1 << 30)):
                     rule.fired += 1
                     raise InjectedFault(f"injected failure on rank {rank}, job {job}")
+
+    def limit_files(self) -> None:
+        import resource
+
+        for rule in self.rules:
+            if rule.action == "fsize":
+                limit = int(rule.args["bytes"])
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     def slow_down(self, rank: int, seconds: float) -> None:
         for rule in self.rules:

@@ -159,3 +159,12 @@ def test_resume_of_a_damaged_run_is_refused_and_nothing_is_made_worse(tmp_path, 
     assert proc.returncode == 2, proc.stderr
     assert "cannot resume" in proc.stderr and "Traceback" not in proc.stderr
     assert _files(out) == before
+
+
+def test_a_full_disk_is_a_clear_error_and_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "full.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "fsize:bytes=4000000"}
+    proc = cli("run", "collatz", "--count", "2e6", "--store", "per-number", "-o", str(out), env=faults)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("hpcthreads: error: cannot create") and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -138,10 +138,15 @@ class BaseWriter:
     def write_chunk(self, job: int, out: ChunkOutput) -> None:
         """Write a chunk's per-item arrays at its offset (independent in mpio mode)."""
         group = self.file[schema.job_path(self.workloads[job].job.name)]
-        for name, data in out.arrays.items():
-            group[name].write_direct(
-                np.ascontiguousarray(data), dest_sel=np.s_[out.offset : out.offset + out.count]
-            )
+        rows = np.s_[out.offset : out.offset + out.count]
+        try:
+            for name, data in out.arrays.items():
+                group[name].write_direct(np.ascontiguousarray(data), dest_sel=rows)
+        except OSError as exc:
+            raise OutputError(
+                f"writing {self.path} failed ({exc}); finished chunks are in the ledger: "
+                "make room and run the same command with --resume"
+            ) from None
 
     def finish(self, finish: Finish) -> None:
         """Write how the run ended; in mpio mode every rank calls this with the same `finish`."""
@@ -197,6 +202,14 @@ class BaseWriter:
     def close(self) -> None:
         if self.file.id.valid:
             self.file.close()
+
+    def abandon(self) -> None:
+        """Close a file whose creation failed, and remove it: it holds no work."""
+        try:
+            self.close()
+        except (OSError, RuntimeError):
+            pass
+        self.path.unlink(missing_ok=True)
 
 
 class SerialWriter(BaseWriter):
