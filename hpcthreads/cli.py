@@ -95,6 +95,19 @@ def main() -> None:
     show_default=True,
     help="Seconds between checkpoint snapshots of the ledger.",
 )
+@click.option("--quiet", is_flag=True, help="No progress display (errors are still reported).")
+@click.option(
+    "--progress-interval",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds between progress lines when stderr is not a terminal (batch logs).",
+)
+@click.option(
+    "--metrics-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write Prometheus metrics to DIR/hpcthreads.prom (node_exporter textfile collector).",
+)
 def run(
     target: str,
     output: Path,
@@ -107,6 +120,9 @@ def run(
     resume: bool,
     io_mode: str,
     checkpoint_interval: float,
+    quiet: bool,
+    progress_interval: float,
+    metrics_dir: Path | None,
     **shorthand: Any,
 ) -> None:
     """Run the jobs of TARGET and write OUTPUT.
@@ -143,6 +159,9 @@ def run(
             io=io_mode,
             resume=resume,
             checkpoint_interval=checkpoint_interval,
+            quiet=quiet,
+            progress_interval=progress_interval,
+            metrics_dir=metrics_dir,
         )
         result = run_jobs(config)
     except HPCThreadsError as exc:
@@ -212,6 +231,65 @@ def status(output: Path, as_json: bool) -> None:
         _fail(exc)
     click.echo(json.dumps(report, indent=1) if as_json else format_status(report))
     sys.exit(0 if report["complete"] else 3)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the figures (default: PATH's name with _report).",
+)
+@click.option("--html", "with_html", is_flag=True, help="Also write one self-contained HTML page.")
+def report(path: Path, folder: Path | None, with_html: bool) -> None:
+    """Summary, records and per-rank load of a results file, with PNG figures.
+
+    Figures: delay histogram and records (collatz jobs), the merged tree of
+    thread paths (thread jobs), the per-rank timeline of chunks (steals
+    outlined in red) and per-rank throughput.
+    """
+    from hpcthreads.report import build_report
+
+    folder = folder or path.with_name(path.stem + "_report")
+    try:
+        result = build_report(path, folder, with_html)
+    except HPCThreadsError as exc:
+        _fail(exc)
+    click.echo(result.text)
+    for figure in result.figures + ([result.html] if result.html else []):
+        click.echo(f"wrote {figure}")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option(
+    "--csv", "csv_dir", type=click.Path(file_okay=False, path_type=Path), help="Write CSV files here."
+)
+@click.option(
+    "--parquet",
+    "parquet_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write Parquet files here (needs pyarrow).",
+)
+@click.option("--job", "jobs", multiple=True, help="Export only this job (repeatable).")
+def export(path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tuple[str, ...]) -> None:
+    """Records, histograms and per-item arrays of a results file as CSV or Parquet."""
+    from hpcthreads.export import export as export_tables
+
+    if (csv_dir is None) == (parquet_dir is None):
+        _fail(ConfigError("give exactly one of --csv DIR or --parquet DIR"))
+    try:
+        written = export_tables(
+            path, csv_dir or parquet_dir, "csv" if csv_dir else "parquet", list(jobs) or None
+        )
+    except KeyError as exc:
+        _fail(ConfigError(str(exc.args[0])))
+    except HPCThreadsError as exc:
+        _fail(exc)
+    for item in written:
+        click.echo(f"wrote {item}")
 
 
 @main.command()

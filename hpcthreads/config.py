@@ -154,6 +154,9 @@ class RunConfig:
     io: str = "auto"
     resume: bool = False
     checkpoint_interval: float = 30.0
+    quiet: bool = False
+    progress_interval: float = 30.0
+    metrics_dir: Path | None = None
 
     def jobs_json(self) -> str:
         """The validated jobs, with defaults, as canonical JSON: what a resumed run must match."""

@@ -17,6 +17,7 @@ from typing import Any
 from hpcthreads import protocol as p
 from hpcthreads.errors import HPCThreadsError
 from hpcthreads.ledger import LedgerWriter
+from hpcthreads.monitor import Monitor, Snapshot
 from hpcthreads.mpiutil import Poller
 from hpcthreads.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
 from hpcthreads.worker import ChunkRunner
@@ -67,8 +68,12 @@ class Coordinator:
         heartbeat_timeout: float = 60.0,
         max_chunks: list[int] | None = None,
         ledger: LedgerWriter | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.comm = comm
+        self.monitor = monitor
+        self.failures = 0
+        self.last_progress = time.time()
         self.workloads = workloads
         self.writer = writer
         self.local = local
@@ -121,11 +126,13 @@ class Coordinator:
                 # Idle workers whose last steal was refused try again
                 self._top_up_idle()
                 self._check_heartbeats(now)
+                self._report()
                 retry_at = now + RETRY_SECONDS
         coordinator = {"cpu": time.process_time() - cpu_start, "wall": time.perf_counter() - wall_start}
         self.outcome.wall = coordinator["wall"]
         self._stop_workers()
         self._finish_jobs()
+        self._report(final=True)
         if self.local is None:
             self.outcome.ranks[0] = {"host": socket.gethostname(), "device": "coordinator", **coordinator}
         else:
@@ -251,6 +258,7 @@ class Coordinator:
 
     def _record(self, result: p.Result, rank: int) -> None:
         """Data first (unless a worker wrote it), then the ledger entry, then the merge."""
+        self.last_progress = time.time()
         workload, output = self.workloads[result.job], result.output
         if self.local is not None or not self.writer.writes_on_workers:
             self.writer.write_chunk(result.job, output)
@@ -269,7 +277,29 @@ class Coordinator:
         for name, rows in output.extra.items():
             self.outcome.extra.setdefault(result.job, {}).setdefault(name, []).extend(rows)
 
+    def _report(self, final: bool = False) -> None:
+        """Feed the progress display and the metrics file."""
+        if self.monitor is None:
+            return
+        jobs = self.scheduler.jobs
+        elapsed = max(time.time() - self.t0, 1e-9)
+        if final:
+            state = "interrupted" if self.interrupted else ("failed" if self.outcome.failed else "complete")
+        else:
+            state = "running"
+        snap = Snapshot(
+            done={job.name: min(job.done, job.size) for job in jobs},
+            total={job.name: job.size for job in jobs},
+            busy={w.rank: w.busy / elapsed for w in self.workers.values()},
+            stolen=sum(w.stolen_from for w in self.workers.values()),
+            failures=self.failures,
+            last_progress=self.last_progress,
+            state=state,
+        )
+        self.monitor.update(snap, final)
+
     def _on_failure(self, worker: WorkerState, failure: p.Failure) -> None:
+        self.failures += 1
         name = self.scheduler.jobs[worker.in_flight[failure.chunk].job].name
         log.error(
             "rank %d (%s) failed a chunk of job %s: %s\n%s",

@@ -21,6 +21,7 @@ from hpcthreads.config import Job, RunConfig
 from hpcthreads.coordinator import Coordinator, Outcome
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io import schema
+from hpcthreads.monitor import Metrics, Monitor, Progress
 from hpcthreads.mpiutil import abort_on_exception, init_mpi, setup_logging
 from hpcthreads.planning import Plan, make_plan
 from hpcthreads.testing import Faults
@@ -143,7 +144,9 @@ def _coordinate(
     t0 = time.perf_counter()
     try:
         limits = [chunk_limit(w.job) for w in workloads]
-        coordinator = Coordinator(comm, workloads, writer, local, config.heartbeat_timeout, limits, journal)
+        coordinator = Coordinator(
+            comm, workloads, writer, local, config.heartbeat_timeout, limits, journal, _monitor(config)
+        )
         outcome = coordinator.run()
         journal.close()
         finish = _finish(outcome, workloads, journal.state, size)
@@ -165,6 +168,11 @@ def _coordinate(
     )
     _raise_for(outcome, workloads, plan)
     return result
+
+
+def _monitor(config: RunConfig) -> Monitor:
+    metrics = Metrics(config.metrics_dir) if config.metrics_dir else None
+    return Monitor(Progress(interval=config.progress_interval, quiet=config.quiet), metrics)
 
 
 def _plain_merger(workloads: list) -> Any:

@@ -1,0 +1,110 @@
+"""`hpcthreads export`: records, histograms and per-item arrays as CSV or Parquet files.
+
+Per-item arrays are streamed block by block, so a file larger than memory
+exports in bounded memory. Integers stay exact: values beyond 64 bits are
+written as decimal text.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpcthreads.errors import ConfigError
+from hpcthreads.io.results import BLOCK_ROWS, JobResults, Results
+
+Table = tuple[list[str], Iterator[list[list[Any]]]]
+
+
+def _column(values: np.ndarray) -> list[Any]:
+    return [str(v) for v in values] if values.dtype == object else values.tolist()
+
+
+def job_tables(job: JobResults, rows: int = BLOCK_ROWS) -> dict[str, Table]:
+    """name -> (header, blocks of rows) for everything a job holds."""
+    tables: dict[str, Table] = {}
+    for kind in ("delay", "path", "glide"):
+        pairs = job.records(kind)
+        if pairs:
+            tables[f"records-{kind}"] = (["n", "value"], iter([[[str(n), str(v)] for n, v in pairs]]))
+    hist = job.histogram
+    if hist.any():
+        tables["histogram"] = (["delay", "count"], iter([[[d, int(c)] for d, c in enumerate(hist) if c]]))
+    names = [n for n in job.datasets() if not n.endswith("_hi")]
+    if job.type == "collatz" and names:
+        columns = [n for n in ("delay", "glide", "peak") if n in names]
+        tables["numbers"] = (["n", *columns], _numbers(job, columns, rows))
+    elif job.type == "thread" and "paths" in names:
+        tables["threads"] = (["thread", "start", "depth", "final", "path"], _threads(job, rows))
+    return tables
+
+
+def _numbers(job: JobResults, columns: list[str], rows: int) -> Iterator[list[list[Any]]]:
+    size = job.group[columns[0]].shape[0]
+    for offset in range(0, size, rows):
+        stop = min(size, offset + rows)
+        data = [_column(job.array(name, offset, stop)) for name in columns]
+        yield [[str(job.start + offset + i), *(col[i] for col in data)] for i in range(stop - offset)]
+
+
+def _threads(job: JobResults, rows: int) -> Iterator[list[list[Any]]]:
+    size = job.group["depth"].shape[0]
+    rows = max(1, rows // job.group["paths"].shape[1])
+    for offset in range(0, size, rows):
+        stop = min(size, offset + rows)
+        depth, final = job.array("depth", offset, stop), _column(job.array("final", offset, stop))
+        paths = job.array("paths", offset, stop)
+        yield [
+            [
+                offset + i,
+                str(job.start + offset + i),
+                int(depth[i]),
+                final[i],
+                " ".join(str(v) for v in paths[i, : int(depth[i]) + 1]),
+            ]
+            for i in range(stop - offset)
+        ]
+
+
+def export(output: Path, folder: Path, fmt: str, jobs: list[str] | None = None) -> list[Path]:
+    """Write every table of the chosen jobs as FOLDER/JOB-TABLE.csv or .parquet."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    with Results(output) as results:
+        for name in jobs or results.names:
+            for table, (header, blocks) in job_tables(results[name]).items():
+                path = folder / f"{name}-{table}.{fmt}"
+                (_write_csv if fmt == "csv" else _write_parquet)(path, header, blocks)
+                written.append(path)
+    return written
+
+
+def _write_csv(path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        for block in blocks:
+            writer.writerows(block)
+
+
+def _write_parquet(path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("--parquet needs pyarrow: pip install pyarrow (or 'hpcthreads[export]')") from None
+    writer = None
+    try:
+        for block in blocks:
+            columns = list(zip(*block)) if block else [[] for _ in header]
+            batch = pa.table({name: pa.array(list(col)) for name, col in zip(header, columns)})
+            if writer is None:
+                writer = pq.ParquetWriter(path, batch.schema)
+            writer.write_table(batch)
+    finally:
+        if writer is not None:
+            writer.close()

@@ -1,0 +1,143 @@
+"""The analysis API: a results file as NumPy arrays (and xarray objects if installed).
+
+import hpcthreads
+with hpcthreads.open("out.h5") as results:
+    job = results["records-low"]
+    job.summary["max_delay"]          # [n, delay], exact integers
+    job.histogram                     # int64 array, index = delay
+    job.records("path")               # list of (n, peak)
+    job.array("delay")                # per-number delays (store: per-number)
+    job.to_xarray()                   # an xarray.Dataset, if xarray is installed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpcthreads.errors import OutputError
+from hpcthreads.io import schema
+from hpcthreads.io.reader import open_results
+from hpcthreads.io.summaries import read_summary
+
+# Rows read at a time when streaming a per-item dataset
+BLOCK_ROWS = 1 << 20
+
+
+class JobResults:
+    """One job of a results file."""
+
+    def __init__(self, name: str, group: Any) -> None:
+        self.name = name
+        self.group = group
+        self.summary = read_summary(group)
+        self.type = self.summary["type"]
+
+    @property
+    def start(self) -> int:
+        return self.summary["start"]
+
+    @property
+    def histogram(self) -> np.ndarray:
+        """Delay histogram (collatz): `[d]` is how many start values have delay d."""
+        return self.group["delay_histogram"][()] if "delay_histogram" in self.group else np.zeros(0, np.int64)
+
+    def records(self, kind: str) -> list[tuple[int, int]]:
+        """Range-local records, `kind` in delay, path, glide: (n, value) in order of n."""
+        if "records" not in self.group or kind not in self.group["records"]:
+            return []
+        return [(row[0], row[1]) for row in schema.decode_table(self.group["records"][kind][()])]
+
+    def datasets(self) -> list[str]:
+        """Names of the per-item datasets of this job (empty in summary mode)."""
+        size = schema.decode_int(self.group.attrs["size"])
+        return [
+            name for name, item in self.group.items() if hasattr(item, "shape") and item.shape[:1] == (size,)
+        ]
+
+    def array(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """A per-item dataset (or rows start:stop of it) as an array.
+
+        `peak` and `paths` come back exact: uint64 when the job needs no high
+        word, otherwise Python integers (object arrays) joining both words.
+        """
+        if name not in self.group:
+            raise OutputError(
+                f"job {self.name!r} has no dataset {name!r} (it has: {', '.join(self.datasets())})"
+            )
+        low = self.group[name][start:stop]
+        high_name = f"{name}_hi"
+        if high_name not in self.group:
+            return low
+        high = self.group[high_name][start:stop]
+        return (high.astype(object) << 64) | low.astype(object)
+
+    def blocks(self, name: str, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """(offset, block) pieces of a per-item dataset, for data larger than memory."""
+        size = self.group[name].shape[0]
+        for offset in range(0, size, rows):
+            yield offset, self.array(name, offset, min(size, offset + rows))
+
+    def to_xarray(self) -> Any:
+        """An xarray.Dataset of the per-item arrays, the histogram and the summary as attributes."""
+        import xarray as xr
+
+        variables: dict[str, Any] = {}
+        if "delay_histogram" in self.group:
+            variables["delay_histogram"] = ("delay", self.histogram)
+        size = schema.decode_int(self.group.attrs["size"])
+        coordinate = "thread" if self.type == "thread" else "n"
+        for name in self.datasets():
+            if name.endswith("_hi"):
+                continue
+            data = self.array(name)
+            dims = (coordinate,) if data.ndim == 1 else (coordinate, "step")
+            variables[name] = (dims, data.astype(np.float64) if data.dtype == object else data)
+        coords = {}
+        if self.type != "thread" and size and self.start + size < 2**63:
+            coords["n"] = np.arange(self.start, self.start + size, dtype=np.int64)
+        attrs = {key: str(value) for key, value in self.summary.items() if not isinstance(value, list)}
+        return xr.Dataset(variables, coords=coords, attrs=attrs)
+
+
+class Results:
+    """An open results file: `results[name]` is a JobResults; use as a context manager."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.file = open_results(self.path)
+        self.attrs = {key: _plain(value) for key, value in self.file.attrs.items()}
+
+    def __getitem__(self, name: str) -> JobResults:
+        if name not in self.file["jobs"]:
+            raise KeyError(f"no job {name!r} in {self.path} (jobs: {', '.join(self.names)})")
+        return JobResults(name, self.file["jobs"][name])
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.file["jobs"])
+
+    def __iter__(self) -> Iterator[JobResults]:
+        return (self[name] for name in self.names)
+
+    def table(self, group: str) -> dict[str, np.ndarray]:
+        """A column table under /run (`ranks` or `chunks`) as arrays."""
+        if "run" not in self.file or group not in self.file["run"]:
+            return {}
+        return {key: value[()] for key, value in self.file["run"][group].items()}
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> Results:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") else value

@@ -1,0 +1,199 @@
+"""What rank 0 tells people and machines while a run goes: progress and metrics.
+
+- On a terminal, a live bar with rate, ETA and a line per job; in a batch log
+  (stderr not a terminal), one log line every `interval` seconds.
+- With a metrics directory, a Prometheus text-format file written atomically
+  (temporary name, then rename) every few seconds and at the end, for
+  node_exporter's textfile collector.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+log = logging.getLogger("hpcthreads")
+
+METRICS_FILE = "hpcthreads.prom"
+STATES = ("running", "complete", "failed", "interrupted")
+
+
+@dataclass
+class Snapshot:
+    """The run as the coordinator sees it at one moment."""
+
+    done: dict[str, int]
+    total: dict[str, int]
+    busy: dict[int, float] = field(default_factory=dict)
+    stolen: int = 0
+    failures: int = 0
+    last_progress: float = 0.0
+    state: str = "running"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Rate:
+    """Items per second over the last `window` seconds."""
+
+    def __init__(self, window: float = 20.0) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, done: int) -> float:
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[0][0] > self.window:
+            self.samples.popleft()
+        (t0, d0), (t1, d1) = self.samples[0], self.samples[-1]
+        return (d1 - d0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+class Progress:
+    """The progress display of rank 0."""
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        interval: float = 30.0,
+        quiet: bool = False,
+        tty: bool | None = None,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.interval = interval
+        self.quiet = quiet
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.rate = Rate()
+        self.started = time.monotonic()
+        self.next_line = self.started + interval
+        self.next_draw = 0.0
+        self.drawn = 0
+
+    def update(self, snap: Snapshot, now: float | None = None, final: bool = False) -> None:
+        now = time.monotonic() if now is None else now
+        done, total = sum(snap.done.values()), sum(snap.total.values())
+        rate = self.rate.add(now, done)
+        if self.quiet:
+            return
+        if self.tty and (final or now >= self.next_draw):
+            self._draw(snap, done, total, rate)
+            self.next_draw = now + 0.25
+        elif not self.tty and (final or now >= self.next_line):
+            log.info("progress %s", self.line(snap, done, total, rate))
+            self.next_line = now + self.interval
+
+    def line(self, snap: Snapshot, done: int, total: int, rate: float) -> str:
+        share = 100.0 * done / total if total else 100.0
+        eta = _duration((total - done) / rate) if rate > 0 and done < total else "-"
+        jobs = ", ".join(f"{name} {100.0 * snap.done[name] / snap.total[name]:.0f}%" for name in snap.total)
+        return f"{share:5.1f}% ({done:,}/{total:,}), {rate:,.0f} items/s, ETA {eta}; {jobs}"
+
+    def _draw(self, snap: Snapshot, done: int, total: int, rate: float) -> None:
+        width = 30
+        filled = int(width * done / total) if total else width
+        lines = [
+            f"[{'#' * filled}{'.' * (width - filled)}] {self.line(snap, done, total, rate).split(';')[0]}"
+        ]
+        for name in snap.total:
+            lines.append(f"  {name:<20} {snap.done[name]:>16,} / {snap.total[name]:,}")
+        # Move back over the previous drawing and overwrite it
+        prefix = f"\x1b[{self.drawn}F" if self.drawn else ""
+        self.stream.write(prefix + "".join(f"\x1b[K{text}\n" for text in lines))
+        self.stream.flush()
+        self.drawn = len(lines)
+
+
+class Metrics:
+    """Prometheus text-format metrics in DIR/hpcthreads.prom."""
+
+    def __init__(self, directory: Path, interval: float = 5.0) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.path = Path(directory) / METRICS_FILE
+        self.interval = interval
+        self.next_write = 0.0
+        self.rate = Rate()
+
+    def update(self, snap: Snapshot, now: float | None = None, final: bool = False) -> None:
+        now = time.monotonic() if now is None else now
+        rate = self.rate.add(now, sum(snap.done.values()))
+        if final or now >= self.next_write:
+            self.write(snap, rate)
+            self.next_write = now + self.interval
+
+    def render(self, snap: Snapshot, rate: float) -> str:
+        out: list[str] = []
+
+        def metric(name: str, kind: str, text: str, rows: list[tuple[str, float]]) -> None:
+            out.append(f"# HELP hpcthreads_{name} {text}")
+            out.append(f"# TYPE hpcthreads_{name} {kind}")
+            out.extend(f"hpcthreads_{name}{labels} {value:.17g}" for labels, value in rows)
+
+        metric(
+            "items_done",
+            "gauge",
+            "Items (start values or threads) finished, per job.",
+            [(f'{{job="{name}"}}', done) for name, done in snap.done.items()],
+        )
+        metric(
+            "items",
+            "gauge",
+            "Items (start values or threads) of each job.",
+            [(f'{{job="{name}"}}', total) for name, total in snap.total.items()],
+        )
+        metric("rate_items_per_second", "gauge", "Items finished per second, recent average.", [("", rate)])
+        metric(
+            "rank_busy_fraction",
+            "gauge",
+            "Fraction of the run each worker rank spent computing.",
+            [(f'{{rank="{rank}"}}', busy) for rank, busy in sorted(snap.busy.items())],
+        )
+        metric(
+            "chunks_stolen_total",
+            "counter",
+            "Chunks split away from a worker for an idle one.",
+            [("", snap.stolen)],
+        )
+        metric("failures_total", "counter", "Chunks that raised on a worker.", [("", snap.failures)])
+        metric(
+            "last_progress_timestamp_seconds",
+            "gauge",
+            "Unix time of the last finished chunk.",
+            [("", snap.last_progress)],
+        )
+        metric(
+            "run_state",
+            "gauge",
+            "1 for the state the run is in.",
+            [(f'{{state="{state}"}}', float(state == snap.state)) for state in STATES],
+        )
+        return "\n".join(out) + "\n"
+
+    def write(self, snap: Snapshot, rate: float) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(self.render(snap, rate), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("cannot write metrics to %s: %s", self.path, exc)
+
+
+class Monitor:
+    """Progress and metrics together, fed by the coordinator a few times a second."""
+
+    def __init__(self, progress: Progress | None = None, metrics: Metrics | None = None) -> None:
+        self.progress = progress
+        self.metrics = metrics
+
+    def update(self, snap: Snapshot, final: bool = False) -> None:
+        now = time.monotonic()
+        for sink in (self.progress, self.metrics):
+            if sink is not None:
+                sink.update(snap, now, final)

@@ -1,0 +1,222 @@
+"""`hpcthreads report`: a summary and PNG figures (and optionally one HTML page) for a results file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hpcthreads.inspection import format_summary
+from hpcthreads.io.reader import read_results
+from hpcthreads.io.results import JobResults, Results
+
+# Most thread paths drawn in the tree figure
+TREE_THREADS = 3000
+DPI = 110
+
+
+@dataclass
+class Report:
+    text: str
+    figures: list[Path] = field(default_factory=list)
+    html: Path | None = None
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path, figures: list[Path]) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    _pyplot().close(fig)
+    figures.append(path)
+
+
+def histogram_figure(job: JobResults, path: Path, figures: list[Path]) -> None:
+    counts = job.histogram
+    if not counts.any():
+        return
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    delays = np.arange(len(counts))
+    ax.bar(delays, counts, width=1.0, color="#3b6ea8", linewidth=0)
+    ax.set_yscale("log")
+    ax.set_xlabel("delay (steps to reach 1)")
+    ax.set_ylabel("start values")
+    top = job.summary["max_delay"]
+    ax.set_title(
+        f"{job.name}: delay histogram of {job.summary['count']:,} start values (max {top[1]} at n={top[0]:,})"
+    )
+    _save(fig, path, figures)
+
+
+def records_figure(job: JobResults, path: Path, figures: list[Path]) -> None:
+    delay, peak = job.records("delay"), job.records("path")
+    if not delay:
+        return
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, pairs, label in ((left, delay, "delay"), (right, peak, "peak")):
+        n = [float(a) for a, _ in pairs]
+        v = [float(b) for _, b in pairs]
+        ax.step(n, v, where="post", color="#b04a2f")
+        ax.plot(n, v, "o", ms=3, color="#b04a2f")
+        ax.set_xscale("log")
+        if label == "peak":
+            ax.set_yscale("log")
+        ax.set_xlabel("n")
+        ax.set_ylabel(label)
+        ax.set_title(f"{len(pairs)} {('path' if label == 'peak' else label)} records")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.suptitle(f"{job.name}: range-local records")
+    _save(fig, path, figures)
+
+
+def timeline_figure(results: Results, path: Path, figures: list[Path]) -> None:
+    chunks = results.table("chunks")
+    if not chunks or not len(chunks.get("rank", [])):
+        return
+    plt = _pyplot()
+    names = results.names
+    colours = plt.get_cmap("tab10")
+    ranks = sorted(set(int(r) for r in chunks["rank"]))
+    fig, ax = plt.subplots(figsize=(11, max(3.0, 1.2 + 0.45 * len(ranks))))
+    for job, rank, start, end, stolen in zip(
+        chunks["job"], chunks["rank"], chunks["started"], chunks["ended"], chunks["stolen"]
+    ):
+        edge = "#d62728" if stolen else "white"
+        ax.barh(
+            ranks.index(int(rank)),
+            end - start,
+            left=start,
+            height=0.8,
+            color=colours(int(job) % 10),
+            edgecolor=edge,
+            linewidth=1.2 if stolen else 0.4,
+        )
+    ax.set_yticks(range(len(ranks)), [f"rank {r}" for r in ranks])
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds since the run started")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colours(i % 10)) for i in range(len(names))]
+    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#d62728"))
+    ax.legend(handles, [*names, "stolen"], loc="upper right", fontsize="small", ncol=min(4, len(names) + 1))
+    ax.set_title("chunks per rank over time")
+    _save(fig, path, figures)
+
+
+def throughput_figure(results: Results, path: Path, figures: list[Path]) -> None:
+    ranks = results.table("ranks")
+    if not ranks:
+        return
+    keep = [i for i, device in enumerate(ranks["device"]) if device != b"coordinator"]
+    if not keep:
+        return
+    plt = _pyplot()
+    labels = [f"rank {ranks['rank'][i]}" for i in keep]
+    busy = np.array([ranks["busy"][i] for i in keep])
+    idle = np.array([ranks["idle"][i] for i in keep])
+    rate = np.array([ranks["items"][i] / ranks["busy"][i] if ranks["busy"][i] > 0 else 0 for i in keep])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.bar(labels, rate, color="#3b6ea8")
+    left.set_ylabel("items per busy second")
+    left.set_title("throughput per rank")
+    left.bar_label(left.containers[0], labels=[f"{r:,.0f}" for r in rate], fontsize="small")
+    right.bar(labels, busy, color="#3b6ea8", label="busy")
+    right.bar(labels, idle, bottom=busy, color="#c9c9c9", label="idle")
+    right.set_ylabel("seconds")
+    right.set_title("busy and idle time per rank")
+    right.legend()
+    _save(fig, path, figures)
+
+
+def tree_figure(job: JobResults, path: Path, figures: list[Path]) -> None:
+    """Thread paths that reached 1, drawn from 1 outwards: shared tails merge into the Collatz tree."""
+    count = min(job.summary["thread_count"], TREE_THREADS)
+    depth, paths = job.group["depth"][:count], job.array("paths", 0, count)
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 8))
+    # Turn one way after an even value, the other way after an odd one
+    even_turn, odd_turn = 0.15, -0.3
+    drawn = 0
+    for row, steps in zip(paths, depth):
+        values = [int(v) for v in row[: int(steps) + 1]]
+        if values[-1] != 1 or len(values) < 2:
+            continue
+        angle, x, y = math.pi / 2, [0.0], [0.0]
+        for value in reversed(values[:-1]):
+            angle += even_turn if value % 2 == 0 else odd_turn
+            x.append(x[-1] + math.cos(angle))
+            y.append(y[-1] + math.sin(angle))
+        ax.plot(x, y, color="#2f6b3a", alpha=0.25, linewidth=0.7)
+        drawn += 1
+    if drawn == 0:
+        plt.close(fig)
+        return
+    ax.set_aspect("equal")
+    ax.axis("off")
+    ax.set_title(f"{job.name}: {drawn:,} threads that reached 1, merged into the tree (root 1 at the origin)")
+    _save(fig, path, figures)
+
+
+def build_report(output: Path, folder: Path, with_html: bool = False) -> Report:
+    """Write the figures of `output` into `folder`; return the summary text and the files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    summary = read_results(output)
+    figures: list[Path] = []
+    with Results(output) as results:
+        for job in results:
+            if job.type == "collatz" and job.summary.get("max_delay"):
+                histogram_figure(job, folder / f"{job.name}-histogram.png", figures)
+                records_figure(job, folder / f"{job.name}-records.png", figures)
+            elif job.type == "thread" and "paths" in job.group and job.summary.get("state") == "complete":
+                tree_figure(job, folder / f"{job.name}-tree.png", figures)
+        timeline_figure(results, folder / "timeline.png", figures)
+        throughput_figure(results, folder / "throughput.png", figures)
+        text = format_summary(summary) + "\n" + _rank_lines(results)
+    report = Report(text, figures)
+    if with_html:
+        report.html = folder / "report.html"
+        report.html.write_text(_html(output, text, figures), encoding="utf-8")
+    return report
+
+
+def _rank_lines(results: Results) -> str:
+    ranks = results.table("ranks")
+    if not ranks:
+        return ""
+    lines = ["ranks:"]
+    for i, rank in enumerate(ranks["rank"]):
+        device = ranks["device"][i].decode()
+        busy, idle, items = ranks["busy"][i], ranks["idle"][i], ranks["items"][i]
+        rate = f"{items / busy:,.0f} items/s" if busy > 0 else "-"
+        lines.append(
+            f"  rank {rank} ({device}): {items:,} items, busy {busy:.2f} s, idle {idle:.2f} s, {rate}, "
+            f"stolen from {ranks['stolen_from'][i]}, stole {ranks['stolen_by'][i]}"
+        )
+    return "\n".join(lines)
+
+
+def _html(output: Path, text: str, figures: list[Path]) -> str:
+    parts = [
+        f"<!doctype html><meta charset='utf-8'><title>hpcthreads report: {html.escape(output.name)}</title>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}img{max-width:100%}</style>",
+        f"<h1>{html.escape(str(output))}</h1><pre>{html.escape(text)}</pre>",
+    ]
+    for figure in figures:
+        data = base64.b64encode(figure.read_bytes()).decode("ascii")
+        parts.append(
+            f"<h2>{html.escape(figure.stem)}</h2><img alt='{html.escape(figure.stem)}' "
+            f"src='data:image/png;base64,{data}'>"
+        )
+    return "\n".join(parts) + "\n"
