@@ -55,6 +55,9 @@ def make_plan(config: RunConfig, size: int) -> Plan:
         backend_class(config.backend)  # an unknown name is refused before any file is made
     output = Path(config.output)
     plan = Plan(output, partial_path(output), choose_io(config.io, size))
+    if output.exists() and ledger.exists(output) and not plan.partial.exists():
+        # A run that was killed between renaming its file and removing its ledger is complete
+        ledger.remove(output)
     stopped = plan.partial.exists() or ledger.exists(output)
     if config.resume and stopped:
         plan.state = _resumable_state(config, plan)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +53,20 @@ def rank_table(path: Path) -> dict:
 
     with h5py.File(path, "r") as f:
         return {key: f["run/ranks"][key][()].tolist() for key in f["run/ranks"]}
+
+
+def wait_for_progress(out, fraction: float, proc: subprocess.Popen) -> None:
+    """Return once the run's ledger holds `fraction` of all work (0: once the file exists)."""
+    from hpcthreads.status import run_status
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if fraction == 0 and out.with_name(out.name + ".partial").exists():
+            return
+        try:
+            jobs = run_status(out)["jobs"].values()
+        except Exception:  # noqa: BLE001 - not started yet, or mid-snapshot
+            jobs = []
+        if jobs and sum(j["done"] or 0 for j in jobs) >= fraction * sum(j["total"] for j in jobs) > 0:
+            return
+        time.sleep(0.05)

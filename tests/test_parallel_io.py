@@ -12,11 +12,10 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 
 import pytest
 from h5compare import assert_same_results
-from helpers import ROOT, cli
+from helpers import ROOT, cli, wait_for_progress
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -100,8 +99,8 @@ def test_mpio_and_gather_write_identical_content(parallel, job_file, serial, tmp
 def test_mpio_run_killed_mid_write_resumes_to_identical_results(parallel, job_file, serial, tmp_path):
     out = tmp_path / "killed.h5"
     args = ["run", str(job_file), "-o", str(out), "--io", "mpio", "--checkpoint-interval", "0.3"]
-    proc = prun(3, *args, env={**os.environ, "HPCTHREADS_TEST_FAULTS": "slow:factor=3"})
-    time.sleep(2.5)
+    proc = prun(3, *args, env={**os.environ, "HPCTHREADS_TEST_FAULTS": "slow:factor=4"})
+    wait_for_progress(out, 0.5, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     finish(prun(4, *args, "--resume"))

@@ -6,11 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from h5compare import assert_same_results
-from helpers import cli, mpiexec
+from helpers import cli, mpiexec, wait_for_progress
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,30 +38,15 @@ def uninterrupted(job_file):
     return out
 
 
-def launch(ranks: int, *args: str) -> subprocess.Popen:
+def launch(ranks: int, *args: str, slow: float = 0) -> subprocess.Popen:
+    """Start a run in its own session; `slow` stretches it so that a signal lands mid-run."""
     command = [sys.executable, "-m", "hpcthreads", *args]
     if ranks > 1:
         command = [mpiexec(), "-n", str(ranks), *command]
+    env = {**os.environ, "HPCTHREADS_TEST_FAULTS": f"slow:factor={slow}"} if slow else None
     return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
     )
-
-
-def wait_for_progress(out, fraction: float, proc: subprocess.Popen) -> None:
-    """Return once the run's ledger holds `fraction` of all work (0: once the file exists)."""
-    from hpcthreads.status import run_status
-
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if fraction == 0 and out.with_name(out.name + ".partial").exists():
-            return
-        try:
-            jobs = run_status(out)["jobs"].values()
-        except Exception:  # noqa: BLE001 - not started yet, or mid-snapshot
-            jobs = []
-        if jobs and sum(j["done"] or 0 for j in jobs) >= fraction * sum(j["total"] for j in jobs) > 0:
-            return
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.4, 0.85])
@@ -92,8 +76,8 @@ def test_sigkill_of_every_rank_then_resume_gives_identical_results(
 def test_sigterm_checkpoints_with_exit_75_then_resume_completes(job_file, uninterrupted, tmp_path):
     out = tmp_path / "stopped.h5"
     args = ["run", str(job_file), "-o", str(out)]
-    proc = launch(3, *args)
-    time.sleep(2.0)
+    proc = launch(3, *args, slow=4)
+    wait_for_progress(out, 0.3, proc)
     os.killpg(proc.pid, signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 75, stderr
@@ -113,8 +97,8 @@ def test_resume_of_a_complete_run_does_nothing(uninterrupted, job_file):
 
 def _stopped_run(tmp_path, job_file):
     out = tmp_path / "partial.h5"
-    proc = launch(1, "run", str(job_file), "-o", str(out), "--checkpoint-interval", "0.2")
-    time.sleep(2.5)
+    proc = launch(1, "run", str(job_file), "-o", str(out), "--checkpoint-interval", "0.2", slow=4)
+    wait_for_progress(out, 0.3, proc)
     os.killpg(proc.pid, signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 75

@@ -31,6 +31,9 @@ STATE_COMPLETE = "complete"
 STATE_FAILED = "failed"
 STATE_INTERRUPTED = "interrupted"
 
+# Objects of a job group written when the job completes (the rest exists from the start)
+SUMMARY_OBJECTS = ("records", "delay_histogram", "unresolved", "peak_overflow", "overflow")
+
 # /run/ranks: one row per rank; /run/chunks: one row per finished chunk
 RANK_COLUMNS = {
     "host": "text",

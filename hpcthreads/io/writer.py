@@ -154,6 +154,7 @@ class BaseWriter:
             group = self.file[schema.job_path(name)]
             # A job completed in an earlier session of a resumed run is written already
             if end.summary is not None and group.attrs["state"] != schema.STATE_COMPLETE:
+                self._clear_summary(group)
                 write_summary(group, end.summary)
                 self._write_extra(group, end.extra)
             group.attrs["state"] = end.state
@@ -166,6 +167,12 @@ class BaseWriter:
         for key, value in finish.run_attrs.items():
             self.file.attrs[key] = value
         self.file.attrs["state"] = finish.state
+
+    def _clear_summary(self, group: Any) -> None:
+        """Remove what an earlier session killed while finishing may have left half written."""
+        for name in schema.SUMMARY_OBJECTS:
+            if name in group:
+                del group[name]
 
     def _write_extra(self, group: Any, extra: dict[str, list[tuple[int, ...]]]) -> None:
         for name, width in (("peak_overflow", 2), ("overflow", 3)):
