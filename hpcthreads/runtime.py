@@ -7,13 +7,13 @@ launcher, or `mpiexec -n 1`) the coordinator computes each chunk itself.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpcthreads import __version__
-from hpcthreads.backends import make_backend
+from hpcthreads import __version__, devices
 from hpcthreads.config import Job, RunConfig
 from hpcthreads.coordinator import Coordinator
 from hpcthreads.errors import HPCThreadsError, JobFailedError
@@ -64,18 +64,23 @@ def run_attrs(config: RunConfig, backend_name: str, size: int) -> dict[str, Any]
 
 def run(config: RunConfig) -> RunResult:
     """Run every job of `config` on this rank's side of the run."""
+    # The device is chosen before MPI and CUDA start, from launcher variables where they exist
+    policy = devices.parse_policy(config.device)
+    early = devices.plan(policy, os.environ, devices.count_physical())
     comm = init_mpi()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, config.log_level, config.log_file)
     abort_on_exception(comm)
     _agree_on_output(comm, rank, config)
+    choice = devices.settle(early, policy, comm, os.environ)
+    devices.bind(choice)
     workloads = [make_workload(job) for job in config.jobs]
     faults = Faults.from_env()
     if rank != 0:
-        backend = make_backend(config.backend)
+        backend = devices.rank_backend(config.backend, choice, log)
         Worker(comm, ChunkRunner(workloads, backend, rank, faults), hello_for(rank, backend)).serve()
         return RunResult(rank, size)
-    return _coordinate(comm, size, config, workloads, faults)
+    return _coordinate(comm, size, config, workloads, faults, choice)
 
 
 def _agree_on_output(comm: Any, rank: int, config: RunConfig) -> None:
@@ -92,8 +97,11 @@ def _agree_on_output(comm: Any, rank: int, config: RunConfig) -> None:
         raise error
 
 
-def _coordinate(comm: Any, size: int, config: RunConfig, workloads: list, faults: Faults) -> RunResult:
-    local = ChunkRunner(workloads, make_backend(config.backend), 0, faults) if size == 1 else None
+def _coordinate(
+    comm: Any, size: int, config: RunConfig, workloads: list, faults: Faults, choice: devices.DeviceChoice
+) -> RunResult:
+    backend = devices.rank_backend(config.backend, choice, log) if size == 1 else None
+    local = ChunkRunner(workloads, backend, 0, faults) if backend is not None else None
     backend_name = local.backend.name if local else config.backend
     writer = H5Writer(config.output, run_attrs(config, backend_name, size))
     t0 = time.perf_counter()
