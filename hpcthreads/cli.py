@@ -59,7 +59,20 @@ def main() -> None:
 @click.option("--max-steps", help="Shorthand (verify): step bound; values past it are listed as unresolved.")
 @click.option("--max-depth", help="Shorthand (thread): steps per thread.")
 @click.option("--name", default=None, help="Shorthand: job name (default: the job type).")
-@click.option("--backend", default="auto", show_default=True, help="Compute backend: auto or numba-cpu.")
+@click.option(
+    "--backend",
+    default="auto",
+    show_default=True,
+    help="Compute backend: auto (a GPU backend on ranks with a device, else numba-cpu), numba-cpu, "
+    "numba-cuda or cupy.",
+)
+@click.option(
+    "--device",
+    default="local-rank",
+    show_default=True,
+    help="GPU per rank: local-rank (the node's workers take devices in order, the rest compute on CPUs), "
+    "round-robin (workers share the devices), or N (every rank uses visible device N).",
+)
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
@@ -114,6 +127,7 @@ def run(
     force: bool,
     name: str | None,
     backend: str,
+    device: str,
     log_level: str | None,
     log_file: str | None,
     heartbeat_timeout: float,
@@ -146,6 +160,9 @@ def run(
     from hpcthreads.runtime import run as run_jobs
 
     try:
+        from hpcthreads.devices import parse_policy
+
+        parse_policy(device)
         jobs, source = _jobs_from(target, name, shorthand)
         config = RunConfig(
             jobs=jobs,
@@ -153,6 +170,7 @@ def run(
             source=source,
             force=force,
             backend=backend,
+            device=device,
             log_level=log_level,
             log_file=log_file,
             heartbeat_timeout=heartbeat_timeout,
@@ -293,8 +311,18 @@ def export(path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tup
 
 
 @main.command()
-def info() -> None:
-    """Print the versions of Python, MPI, h5py and Numba, and the backends available here."""
+@click.option("--device", default="local-rank", show_default=True, help="Device policy, as for `run`.")
+@click.option(
+    "--ranks", type=int, help="Ranks on this node to place (default: the launcher's, else one per GPU + 1)."
+)
+def info(device: str, ranks: int | None) -> None:
+    """Print the versions of Python, MPI, h5py and Numba, the backends available here, and the
+    device and backend each rank on this node would use."""
     from hpcthreads.inspection import environment_report
+    from hpcthreads.placement import placement_report
 
-    click.echo(environment_report())
+    try:
+        click.echo(environment_report())
+        click.echo(placement_report(device, ranks))
+    except HPCThreadsError as exc:
+        _fail(exc)

@@ -148,6 +148,7 @@ class RunConfig:
     source: str = ""
     force: bool = False
     backend: str = "auto"
+    device: str = "local-rank"
     log_level: str | None = None
     log_file: str | None = None
     heartbeat_timeout: float = 120.0

@@ -9,14 +9,14 @@ Rank 0 coordinates; ranks 1..N-1 compute. With one rank (no launcher, or
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcthreads import __version__, ledger
-from hpcthreads.backends import make_backend
+from hpcthreads import __version__, devices, ledger
 from hpcthreads.config import Job, RunConfig
 from hpcthreads.coordinator import Coordinator, Outcome
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
@@ -59,6 +59,9 @@ def chunk_limit(job: Job) -> int:
 
 def run(config: RunConfig) -> RunResult:
     """Run every job of `config` on this rank's side of the run."""
+    # The device is chosen before MPI and CUDA start, from launcher variables where they exist
+    policy = devices.parse_policy(config.device)
+    early = devices.plan(policy, os.environ, devices.count_physical())
     comm = init_mpi()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, config.log_level, config.log_file)
@@ -68,17 +71,19 @@ def run(config: RunConfig) -> RunResult:
     plan = _agree(comm, rank, size, config)
     if plan.complete:
         return RunResult(rank, size, message=f"{config.output} is already complete; nothing to resume")
+    choice = devices.settle(early, policy, comm, os.environ)
+    devices.bind(choice)
     workloads = [make_workload(job) for job in config.jobs]
     writer = _open_writer(comm, rank, plan, workloads, config, size)
     if rank != 0:
-        backend = make_backend(config.backend)
+        backend = devices.rank_backend(config.backend, choice, log)
         runner = ChunkRunner(workloads, backend, rank, faults)
         Worker(comm, runner, hello_for(rank, backend), writer).serve()
         if writer is not None:
             writer.finish(comm.bcast(None, root=0))
             writer.close()
         return RunResult(rank, size)
-    return _coordinate(comm, size, config, plan, workloads, writer, faults)
+    return _coordinate(comm, size, config, plan, workloads, writer, faults, choice)
 
 
 def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> Plan:
@@ -135,9 +140,17 @@ def _run_attrs(config: RunConfig, size: int, io: str) -> dict[str, Any]:
 
 
 def _coordinate(
-    comm: Any, size: int, config: RunConfig, plan: Plan, workloads: list, writer: Any, faults: Faults
+    comm: Any,
+    size: int,
+    config: RunConfig,
+    plan: Plan,
+    workloads: list,
+    writer: Any,
+    faults: Faults,
+    choice: devices.DeviceChoice,
 ) -> RunResult:
-    local = ChunkRunner(workloads, make_backend(config.backend), 0, faults) if size == 1 else None
+    backend = devices.rank_backend(config.backend, choice, log) if size == 1 else None
+    local = ChunkRunner(workloads, backend, 0, faults) if backend is not None else None
     merge = _plain_merger(workloads)
     state = plan.state or ledger.LedgerState(config.jobs_json())
     journal = ledger.LedgerWriter(plan.output, state, merge, config.checkpoint_interval)

@@ -62,10 +62,12 @@ class ChunkRunner:
 
     def sub_size(self, job: int) -> int:
         speed = self.speed.get(job)
-        limit = self.workloads[job].job.batch_size
+        # A device backend's sub-batches are at least its min_batch, whatever the job's hint
+        floor = self.backend.min_batch
+        limit = max(floor, self.workloads[job].job.batch_size)
         if speed is None:
-            return max(1, min(FIRST_SUB_BATCH, limit))
-        return max(1, min(limit, int(speed * SUB_BATCH_SECONDS)))
+            return max(1, min(max(FIRST_SUB_BATCH, floor), limit))
+        return max(1, min(limit, max(floor, int(speed * SUB_BATCH_SECONDS))))
 
     def run(self, task: p.Task, service: Callable[[int, int], int] | None = None) -> p.Result:
         """Compute a task; `service(cursor, end)` runs between sub-batches and may lower `end`."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 from hpcthreads.backends.base import BaseBackend
 from hpcthreads.errors import BackendError
 
-BACKEND_NAMES = ("numba-cpu",)
+BACKEND_NAMES = ("numba-cpu", "numba-cuda", "cupy")
+# The GPU backends `auto` tries on a rank with a device, in this order
+GPU_BACKENDS = ("cupy", "numba-cuda")
 
 
 def backend_class(name: str) -> type[BaseBackend]:
@@ -13,14 +15,37 @@ def backend_class(name: str) -> type[BaseBackend]:
         from hpcthreads.backends.numba_cpu import NumbaCPUBackend
 
         return NumbaCPUBackend
+    if name == "numba-cuda":
+        from hpcthreads.backends.numba_cuda import NumbaCUDABackend
+
+        return NumbaCUDABackend
+    if name == "cupy":
+        from hpcthreads.backends.cupy_backend import CupyBackend
+
+        return CupyBackend
     raise BackendError(f"unknown backend {name!r} (one of: auto, {', '.join(BACKEND_NAMES)})")
 
 
-def make_backend(name: str = "auto") -> BaseBackend:
-    """Instantiate a backend by name; `auto` picks the fastest that works here."""
+def make_backend(name: str = "auto", device: int | None = None, label: str | None = None) -> BaseBackend:
+    """Instantiate a backend by name; `auto` picks the fastest that works here.
+
+    `device` is the CUDA ordinal bound to this rank (None: no device, so `auto`
+    means numba-cpu); `label` names it in `describe()`.
+    """
     if name == "auto":
-        name = "numba-cpu"
-    return backend_class(name)()
+        if device is None:
+            return backend_class("numba-cpu")()
+        errors = []
+        for gpu in GPU_BACKENDS:
+            try:
+                return backend_class(gpu)(device, label)  # type: ignore[call-arg]
+            except BackendError as exc:
+                errors.append(str(exc))
+        raise BackendError("; ".join(errors))
+    cls = backend_class(name)
+    if cls.is_gpu:
+        return cls(0 if device is None else device, label)  # type: ignore[call-arg]
+    return cls()
 
 
 def available_backends() -> dict[str, str]:

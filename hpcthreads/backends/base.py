@@ -51,6 +51,8 @@ class BaseBackend:
 
     name = "base"
     is_gpu = False
+    # Fewest items worth one call: a GPU needs millions per launch to fill the device
+    min_batch = 1
 
     def collatz_range(self, start: int, count: int, store: bool) -> CollatzRaw:
         raise NotImplementedError

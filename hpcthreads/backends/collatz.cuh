@@ -1,0 +1,180 @@
+/* Per-number Collatz arithmetic in two 64-bit words, shared by the CUDA
+ * kernels (compiled by NVRTC for the cupy backend) and by the CPU build of
+ * the same kernels that the tests compile with gcc.
+ *
+ * Every function mirrors hpcthreads/backends/cpukernels.py step for step:
+ * same statuses, same overflow check before each 3v+1, so results are
+ * bit-identical to the numba-cpu backend. No headers: NVRTC has none.
+ */
+#ifndef HPCTHREADS_COLLATZ_CUH
+#define HPCTHREADS_COLLATZ_CUH
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+#ifdef __CUDACC__
+#define HD __device__ __forceinline__
+#define CTZ64(x) ((u64)(__ffsll((long long)(x)) - 1))
+#else
+#define HD static inline
+#define CTZ64(x) ((u64)__builtin_ctzll(x))
+#endif
+
+/* Statuses of a trajectory; ST_ABSENT marks padding past the chunk's end */
+#define ST_OK 0
+#define ST_OVERFLOW 1
+#define ST_TOO_LONG 2
+#define ST_ABSENT 3
+
+/* 3v+1 fits in 64 bits iff v <= LIMIT64; in 128 bits iff (hi, lo) <= LIMIT128 */
+#define LIMIT64 0x5555555555555554ULL
+#define LIMIT128_HI 0x5555555555555555ULL
+#define LIMIT128_LO 0x5555555555555554ULL
+
+HD int less128(u64 ahi, u64 alo, u64 bhi, u64 blo) { return ahi < bhi || (ahi == bhi && alo < blo); }
+
+HD int too_big_for_odd_step(u64 hi, u64 lo) {
+    return hi > LIMIT128_HI || (hi == LIMIT128_HI && lo > LIMIT128_LO);
+}
+
+/* 3v+1 in two words; the caller has checked that it fits */
+HD void triple_plus_one(u64 *hi, u64 *lo) {
+    u64 dlo = *lo << 1, dhi = (*hi << 1) | (*lo >> 63);
+    u64 slo = dlo + *lo;
+    u64 shi = dhi + *hi + (slo < *lo ? 1ULL : 0ULL);
+    slo += 1;
+    if (slo == 0) shi += 1;
+    *hi = shi;
+    *lo = slo;
+}
+
+HD void halve(u64 *hi, u64 *lo) {
+    *lo = (*lo >> 1) | (*hi << 63);
+    *hi >>= 1;
+}
+
+/* Divide a nonzero value by its largest power of two 2^k; returns k */
+HD u64 shift_out_zeros(u64 *hi, u64 *lo) {
+    if (*lo == 0) {
+        u64 k = CTZ64(*hi);
+        *lo = *hi >> k;
+        *hi = 0;
+        return k + 64;
+    }
+    u64 k = CTZ64(*lo);
+    if (k == 0) return 0;
+    *lo = (*lo >> k) | (*hi << (64 - k));
+    *hi >>= k;
+    return k;
+}
+
+/* Delay, glide and peak of the start value (nhi, nlo); tables hold every start below tsize.
+ * Phase 1 walks until the value drops below the start (the glide); phase 2 strips runs
+ * of halvings until the value is inside the tables, which give the rest. */
+HD int collatz_number(u64 nhi, u64 nlo, const u16 *tdelay, const u64 *tpeak, const u16 *tglide, u64 tsize,
+                      u64 *delay, u64 *glide, u64 *peak_hi, u64 *peak_lo) {
+    if (nhi == 0 && nlo < tsize) {
+        *delay = tdelay[nlo];
+        *glide = tglide[nlo];
+        *peak_hi = 0;
+        *peak_lo = tpeak[nlo];
+        return ST_OK;
+    }
+    u64 vhi = nhi, vlo = nlo, phi = nhi, plo = nlo, steps = 0;
+    for (;;) {
+        if ((vlo & 1) == 0) {
+            halve(&vhi, &vlo);
+            steps += 1;
+            if (less128(vhi, vlo, nhi, nlo)) break;
+        } else if (vhi == 0 && vlo <= LIMIT64) {
+            /* An odd step and the halving that always follows it */
+            vlo = vlo * 3 + 1;
+            if (phi == 0 && vlo > plo) plo = vlo;
+            vlo >>= 1;
+            steps += 2;
+        } else {
+            if (too_big_for_odd_step(vhi, vlo)) return ST_OVERFLOW;
+            triple_plus_one(&vhi, &vlo);
+            if (less128(phi, plo, vhi, vlo)) { phi = vhi; plo = vlo; }
+            halve(&vhi, &vlo);
+            steps += 2;
+        }
+    }
+    *glide = steps;
+    while (vhi != 0 || vlo >= tsize) {
+        if (vlo & 1) {
+            if (vhi == 0 && vlo <= LIMIT64) {
+                vlo = vlo * 3 + 1;
+                if (phi == 0 && vlo > plo) plo = vlo;
+            } else {
+                if (too_big_for_odd_step(vhi, vlo)) return ST_OVERFLOW;
+                triple_plus_one(&vhi, &vlo);
+                if (less128(phi, plo, vhi, vlo)) { phi = vhi; plo = vlo; }
+            }
+            steps += 1;
+        }
+        steps += shift_out_zeros(&vhi, &vlo);
+    }
+    *delay = steps + tdelay[vlo];
+    if (phi == 0 && tpeak[vlo] > plo) plo = tpeak[vlo];
+    *peak_hi = phi;
+    *peak_lo = plo;
+    return ST_OK;
+}
+
+/* Steps until the value drops below the start, at most max_steps */
+HD int glide_number(u64 nhi, u64 nlo, u64 max_steps, u64 *glide) {
+    *glide = 0;
+    if (nhi == 0 && nlo == 1) return ST_OK;
+    u64 vhi = nhi, vlo = nlo, steps = 0;
+    while (steps < max_steps) {
+        if ((vlo & 1) == 0) {
+            halve(&vhi, &vlo);
+            steps += 1;
+            if (less128(vhi, vlo, nhi, nlo)) {
+                *glide = steps;
+                return ST_OK;
+            }
+        } else {
+            if (too_big_for_odd_step(vhi, vlo)) return ST_OVERFLOW;
+            triple_plus_one(&vhi, &vlo);
+            steps += 1;
+        }
+    }
+    return ST_TOO_LONG;
+}
+
+/* The first max_depth steps of one thread into a zeroed row; returns ST_OVERFLOW if it left 128 bits */
+HD int thread_path(u64 nhi, u64 nlo, u64 max_depth, u64 *row_lo, u64 *row_hi, u32 *depth, u64 *final_lo,
+                   u64 *final_hi) {
+    u64 vhi = nhi, vlo = nlo, steps = 0;
+    int status = ST_OK;
+    row_lo[0] = vlo;
+    row_hi[0] = vhi;
+    while (steps < max_depth && !(vhi == 0 && vlo == 1)) {
+        if ((vlo & 1) == 0) {
+            halve(&vhi, &vlo);
+        } else if (too_big_for_odd_step(vhi, vlo)) {
+            status = ST_OVERFLOW;
+            break;
+        } else {
+            triple_plus_one(&vhi, &vlo);
+        }
+        steps += 1;
+        row_lo[steps] = vlo;
+        row_hi[steps] = vhi;
+    }
+    *depth = (u32)steps;
+    *final_lo = vlo;
+    *final_hi = vhi;
+    return status;
+}
+
+HD void add_offset(u64 shi, u64 slo, u64 off, u64 *hi, u64 *lo) {
+    *lo = slo + off;
+    *hi = shi + (*lo < slo ? 1ULL : 0ULL);
+}
+
+#endif

@@ -1,0 +1,127 @@
+/* Kernels of the cupy backend; the numba-cuda backend (cudakernels.py) has the same ones.
+ *
+ * Every kernel takes the number of threads it needs as `nthreads` and uses no
+ * shared memory and no barriers, only global atomics. That is what lets the
+ * tests compile this very file with gcc (without __CUDACC__) and run each
+ * kernel on the CPU as a loop over its threads. Scalars are all u64 so that
+ * the launch code converts them one way.
+ *
+ * A segment is `seg_len` consecutive start values handled by one thread; the
+ * host finds records from per-segment maxima (see gpubase.py).
+ */
+#include "collatz.cuh"
+
+#ifdef __CUDACC__
+#define KERNEL extern "C" __global__ void
+#define FOR_EACH_THREAD(t, n) \
+    u64 t = (u64)blockIdx.x * blockDim.x + threadIdx.x; \
+    if (t < (n))
+#define ATOMIC_ADD(p, v) atomicAdd((p), (u64)(v))
+#else
+#define KERNEL void
+#define FOR_EACH_THREAD(t, n) for (u64 t = 0; t < (n); ++t)
+static u64 emulated_add(u64 *p, u64 v) { u64 old = *p; *p += v; return old; }
+#define ATOMIC_ADD(p, v) emulated_add((p), (u64)(v))
+#endif
+
+/* Append an offset to a list of capacity `cap`; count[0] keeps counting past it */
+#define APPEND(list, count, cap, off) \
+    { u64 at_ = ATOMIC_ADD((count), 1); if (at_ < (cap)) (list)[at_] = (off); }
+
+/* Range analysis, one segment per thread: sum of delays and histogram by atomics, and each
+ * segment's maxima encoded as value+1 (0: no number of the segment finished in 128 bits).
+ * sums: [sum_delay, overflows, delays past the histogram, too_long (unused)] */
+KERNEL collatz_segments(u64 nthreads, u64 shi, u64 slo, u64 count, u64 seg_len, const u16 *tdelay,
+                        const u64 *tpeak, const u16 *tglide, u64 tsize, u64 *hist, u64 hist_len, u64 *sums,
+                        u32 *seg_delay, u32 *seg_glide, u64 *seg_phi, u64 *seg_plo, u64 *over, u64 cap) {
+    FOR_EACH_THREAD(t, nthreads) {
+        u64 first = t * seg_len, last = first + seg_len < count ? first + seg_len : count;
+        u64 sum = 0, bd = 0, bg = 0, bphi = 0, bplo = 0;
+        for (u64 off = first; off < last; ++off) {
+            u64 nhi, nlo, delay, glide, phi, plo;
+            add_offset(shi, slo, off, &nhi, &nlo);
+            if (collatz_number(nhi, nlo, tdelay, tpeak, tglide, tsize, &delay, &glide, &phi, &plo) != ST_OK) {
+                APPEND(over, &sums[1], cap, off);
+                continue;
+            }
+            sum += delay;
+            if (delay < hist_len) ATOMIC_ADD(&hist[delay], 1);
+            else ATOMIC_ADD(&sums[2], 1);
+            if (delay + 1 > bd) bd = delay + 1;
+            if (glide + 1 > bg) bg = glide + 1;
+            if (less128(bphi, bplo, phi, plo)) { bphi = phi; bplo = plo; }
+        }
+        ATOMIC_ADD(&sums[0], sum);
+        seg_delay[t] = (u32)bd;
+        seg_glide[t] = (u32)bg;
+        seg_phi[t] = bphi;
+        seg_plo[t] = bplo;
+    }
+}
+
+/* Per-number results of the listed segments (all of a chunk: segs = {0}, seg_len = count) */
+KERNEL collatz_numbers(u64 nthreads, u64 shi, u64 slo, u64 count, const u64 *segs, u64 seg_len,
+                       const u16 *tdelay, const u64 *tpeak, const u16 *tglide, u64 tsize, u32 *delay,
+                       u32 *glide, u64 *peak_hi, u64 *peak_lo, u8 *status) {
+    FOR_EACH_THREAD(t, nthreads) {
+        u64 off = segs[t / seg_len] * seg_len + t % seg_len, nhi, nlo, d = 0, g = 0, phi = 0, plo = 0;
+        if (off >= count) {
+            status[t] = ST_ABSENT;
+        } else {
+            add_offset(shi, slo, off, &nhi, &nlo);
+            status[t] = (u8)collatz_number(nhi, nlo, tdelay, tpeak, tglide, tsize, &d, &g, &phi, &plo);
+            /* Only finished numbers carry results, as on the CPU */
+            if (status[t] != ST_OK) d = g = phi = plo = 0;
+        }
+        delay[t] = (u32)d;
+        glide[t] = (u32)g;
+        peak_hi[t] = phi;
+        peak_lo[t] = plo;
+    }
+}
+
+/* Convergence check, one segment per thread; sums: [-, overflows, -, too_long] */
+KERNEL verify_segments(u64 nthreads, u64 shi, u64 slo, u64 count, u64 seg_len, u64 max_steps, u64 *sums,
+                       u32 *seg_glide, u64 *over, u64 *too_long, u64 cap) {
+    FOR_EACH_THREAD(t, nthreads) {
+        u64 first = t * seg_len, last = first + seg_len < count ? first + seg_len : count, bg = 0;
+        for (u64 off = first; off < last; ++off) {
+            u64 nhi, nlo, glide;
+            add_offset(shi, slo, off, &nhi, &nlo);
+            int status = glide_number(nhi, nlo, max_steps, &glide);
+            if (status == ST_OK) {
+                if (glide + 1 > bg) bg = glide + 1;
+            } else if (status == ST_TOO_LONG) {
+                APPEND(too_long, &sums[3], cap, off);
+            } else {
+                APPEND(over, &sums[1], cap, off);
+            }
+        }
+        seg_glide[t] = (u32)bg;
+    }
+}
+
+KERNEL verify_numbers(u64 nthreads, u64 shi, u64 slo, u64 count, const u64 *segs, u64 seg_len, u64 max_steps,
+                      u32 *glide, u8 *status) {
+    FOR_EACH_THREAD(t, nthreads) {
+        u64 off = segs[t / seg_len] * seg_len + t % seg_len, nhi, nlo, g = 0;
+        if (off >= count) {
+            status[t] = ST_ABSENT;
+        } else {
+            add_offset(shi, slo, off, &nhi, &nlo);
+            status[t] = (u8)glide_number(nhi, nlo, max_steps, &g);
+        }
+        glide[t] = (u32)g;
+    }
+}
+
+/* One thread per trajectory; rows of the path arrays are zero on entry */
+KERNEL thread_paths(u64 nthreads, u64 shi, u64 slo, u64 max_depth, u64 *paths_lo, u64 *paths_hi, u32 *depth,
+                    u64 *final_lo, u64 *final_hi, u8 *status) {
+    FOR_EACH_THREAD(t, nthreads) {
+        u64 nhi, nlo, row = t * (max_depth + 1);
+        add_offset(shi, slo, t, &nhi, &nlo);
+        status[t] = (u8)thread_path(nhi, nlo, max_depth, paths_lo + row, paths_hi + row, &depth[t],
+                                    &final_lo[t], &final_hi[t]);
+    }
+}
