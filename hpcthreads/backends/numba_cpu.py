@@ -12,17 +12,30 @@ TABLE_BITS = 20
 _TABLES: tuple | None = None
 
 
+def _tables() -> tuple:
+    """(tdelay, tpeak, tglide, hot, cold, pow3, tpeak_max), built once per process."""
+    global _TABLES
+    if _TABLES is None:
+        from hpcthreads.backends import cpukernels, steptables
+
+        tdelay, tpeak, tglide = steptables.build_tables(1 << TABLE_BITS)
+        hot, cold, peak_from = steptables.build_block_table(cpukernels.BLOCK_BITS)
+        if peak_from > (1 << (TABLE_BITS - cpukernels.BLOCK_BITS)):
+            raise AssertionError("block peaks would not be exact above the table")
+        pow3 = steptables.powers_of_three(40)
+        _TABLES = (tdelay, tpeak, tglide, hot, cold, pow3, np.uint64(tpeak.max()))
+    return _TABLES
+
+
 class NumbaCPUBackend(BaseBackend):
     name = "numba-cpu"
 
     def __init__(self) -> None:
-        global _TABLES
-        from hpcthreads.backends import cpukernels
+        from hpcthreads.backends import cpukernels, sieve
 
         self._k = cpukernels
-        if _TABLES is None:
-            _TABLES = cpukernels.build_tables(1 << TABLE_BITS)
-        self._tables = _TABLES
+        self._sieve = sieve
+        self._tables = _tables()
 
     def collatz_range(self, start: int, count: int, store: bool) -> CollatzRaw:
         shi, slo = split_words(start)
@@ -42,7 +55,7 @@ class NumbaCPUBackend(BaseBackend):
 
     def verify_range(self, start: int, count: int, max_steps: int) -> VerifyRaw:
         shi, slo = split_words(start)
-        return VerifyRaw(*self._k.verify_range(np.uint64(shi), np.uint64(slo), count, max_steps))
+        return VerifyRaw(*self._sieve.verify_range(np.uint64(shi), np.uint64(slo), count, max_steps))
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)

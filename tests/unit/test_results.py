@@ -43,6 +43,10 @@ def per_number(outs, name):
         (2**64 - 150, 300, 64),
         (2**100, 60, 13),
         (FIRST_OVER_128 - 6, 12, 5),
+        # Table edge (2^20), block-residue edges (2^16), two-word and block limits (2^96)
+        (2**20 - 300, 600, 128),
+        (2**36 - 2**16 - 20, 300, 100),
+        (2**96 - 40, 80, 33),
     ],
 )
 def test_collatz_matches_brute_force(backend, start, count, chunk):
@@ -63,6 +67,39 @@ def test_collatz_matches_brute_force(backend, start, count, chunk):
     for i, n in enumerate(ns):
         exact = overflow.get(n, (int(hi[i]) << 64) | int(lo[i]))
         assert exact == want["peak"][n], n
+
+
+def test_block_table_matches_plain_steps():
+    """Every residue's block entry against k plain steps of T, for a few values of a."""
+    from hpcthreads.backends import steptables
+
+    bits = 6
+    hot, cold, peak_from = steptables.build_block_table(bits)
+    assert peak_from <= 1
+    for b in range(1 << bits):
+        for a in (1, 2, 5, 2**40 + 3):
+            n = (a << bits) + b
+            values, v, steps = [], n, 0
+            for _ in range(bits):
+                if v % 2:
+                    v = 3 * v + 1
+                    values.append(v)
+                    steps += 1
+                v //= 2
+                values.append(v)
+                steps += 1
+            d, c = int(hot[2 * b]) & 0xFFFFFFFF, int(hot[2 * b]) >> 32
+            assert v == 3**c * a + d and steps == bits + c
+            alpha, beta = int(hot[2 * b + 1]) & 0xFFFFFFFF, int(hot[2 * b + 1]) >> 32
+            assert max([n, *values]) == max(n, alpha * a + beta)
+            low_a, low_b = int(cold[2 * b]) & 0xFFFFFFFF, int(cold[2 * b]) >> 32
+            assert low_a * a + low_b <= min(values)
+            need, glide = int(cold[2 * b + 1]) & ((1 << 56) - 1), int(cold[2 * b + 1]) >> 56
+            drop = next((i + 1 for i, x in enumerate(values) if x < n), 0)
+            if glide and a >= need:
+                assert drop == glide
+            elif not glide:
+                assert drop == 0
 
 
 def test_known_values(backend):
