@@ -136,3 +136,54 @@ def build_block_table(bits):
         cold[2 * b] = amin | (bmin << U64(32))
         cold[2 * b + 1] = sieve
     return hot, cold, peak_from
+
+
+@njit(cache=True)
+def build_sieve(bits):
+    """(residues, packed, glide_max, exact_from): the 2^bits sieve of verification.
+
+    Residues b mod 2^j that stay alive are refined level by level into b and
+    b + 2^(j-1), whose T^(j-1) values differ by 3^c. A residue is sieved out at
+    the first level j with 3^c_j < 2^j: every n >= A 2^j of that residue drops
+    below itself there, after g = j + c_j standard steps (see the module
+    docstring). `glide_max` is the largest such g and `exact_from` the largest
+    A 2^j, so for n >= exact_from every sieved-out n has glide <= glide_max.
+    The survivors are returned in increasing order with packed[i] =
+    T^bits(b) | c << 56, so that n = 2^bits a + b reaches 3^c a + T^bits(b).
+    """
+    pow3 = powers_of_three(bits + 1)
+    res = np.zeros(1, np.uint64)
+    cs = np.zeros(1, np.uint64)
+    ts = np.zeros(1, np.uint64)
+    glide_max = 0
+    exact_from = ZERO
+    for j in range(1, bits + 1):
+        top = U64(1) << U64(j)
+        half = U64(1) << U64(j - 1)
+        nres = np.zeros(2 * res.shape[0], np.uint64)
+        ncs = np.zeros(2 * res.shape[0], np.uint64)
+        nts = np.zeros(2 * res.shape[0], np.uint64)
+        kept = 0
+        for child in range(2):
+            for idx in range(res.shape[0]):
+                c = cs[idx]
+                b = res[idx] + (half if child else ZERO)
+                t = ts[idx] + (pow3[c] if child else ZERO)
+                if t & ONE:
+                    t = (t * THREE + ONE) >> ONE
+                    c += ONE
+                else:
+                    t >>= ONE
+                if pow3[c] < top:
+                    glide_max = max(glide_max, j + np.int64(c))
+                    need = ZERO if t < b else (t - b) // (top - pow3[c]) + ONE
+                    exact_from = max(exact_from, need << U64(j))
+                else:
+                    nres[kept] = b
+                    ncs[kept] = c
+                    nts[kept] = t
+                    kept += 1
+        res, cs, ts = nres[:kept], ncs[:kept], nts[:kept]
+    order = np.argsort(res)
+    packed = ts[order] | (cs[order] << U64(56))
+    return res[order].copy(), packed, glide_max, exact_from

@@ -208,15 +208,55 @@ def test_classical_records_below_a_million(backend):
     assert got.max_delay == (837799, 524)
 
 
+@pytest.mark.parametrize("sieve_bits", [0, 5, 24])
 @pytest.mark.parametrize(
-    "start,count", [(1, 3000), (2**40, 500), (2**64 - 100, 200), (FIRST_OVER_128 - 3, 6)]
+    "start,count",
+    [
+        (1, 3000),
+        (2**40 - 700, 1400),
+        (2**64 - 100, 200),
+        (FIRST_OVER_64 - 300, 600),
+        (2**76 - 300, 600),
+        (FIRST_OVER_128 - 3, 6),
+    ],
 )
-def test_verify_matches_brute_force(backend, start, count):
-    got, _ = run_job(backend, "verify", 97, start=start, count=count)
+def test_verify_matches_brute_force(backend, start, count, sieve_bits):
+    got, _ = run_job(backend, "verify", 97, start=start, count=count, sieve_bits=sieve_bits)
     glides = [(n, ref.glide(n)) for n in range(start, start + count)]
     assert got.count == got.covered == count
     assert got.unresolved == []
     assert got.glide_records == ref.range_records(glides)
+
+
+def test_sieve_survivors_match_plain_steps():
+    """Survivors are exactly the residues that stay at or above n for k steps of T, for every n."""
+    from hpcthreads.backends import steptables
+
+    bits = 10
+    res, packed, glide_max, exact_from = steptables.build_sieve(bits)
+    alive = []
+    for b in range(1 << bits):
+        c, t, survives = 0, b, True
+        for j in range(1, bits + 1):
+            t, c = ((3 * t + 1) // 2, c + 1) if t % 2 else (t // 2, c)
+            if 3**c < 2**j:
+                survives = False
+                break
+        if survives:
+            alive.append(b)
+            assert int(packed[len(alive) - 1]) == t | (c << 56)
+    assert res.tolist() == alive
+    glides = [ref.glide(n) for n in range(max(2, int(exact_from)), 1 << 14) if n % (1 << bits) not in alive]
+    assert max(glides) <= glide_max
+
+
+def test_verify_records_do_not_depend_on_the_sieve(backend):
+    runs = [
+        run_job(backend, "verify", 50_000, start=2**50 + 12345, count=200_000, sieve_bits=k)[0]
+        for k in (0, 9, 20)
+    ]
+    assert runs[0].glide_records and all(r.glide_records == runs[0].glide_records for r in runs)
+    assert all(r.covered == 200_000 for r in runs)
 
 
 def test_verify_lists_values_past_the_step_bound(backend):
