@@ -23,10 +23,12 @@ from numba import njit
 
 from hpcthreads.backends.cpukernels import BLOCK_BITS, SIEVE_MASK, SIEVE_SHIFT, grow, put
 from hpcthreads.backends.wideops import (
+    LIMIT64,
     MASK32,
     OK,
     ONE,
     OVERFLOW,
+    THREE,
     TOO_LONG,
     U64,
     ZERO,
@@ -39,6 +41,7 @@ from hpcthreads.backends.wideops import (
 # Survivors' first step 3^c a + d stays inside 128 bits for n below 2^(64+12)
 SIEVE_LIMIT_HI = U64(1 << 12)
 BLOCK_LIMIT_HI = U64(1 << 32)
+WALK64_LIMIT = U64(1 << 53)
 PACK_SHIFT = U64(56)
 PACK_MASK = U64((1 << 56) - 1)
 # Scan state
@@ -107,7 +110,15 @@ def scan_verify(
             # Jump to the next survivor at or after n
             if idx < 0:
                 ahi, alo = nhi >> sshift, (nlo >> sshift) | (nhi << (U64(64) - sshift))
-                idx = np.int64(np.searchsorted(sres, nlo & smask))
+                # The first survivor residue at or above n's (a binary search)
+                lo_, hi_, want = 0, nsurv, nlo & smask
+                while lo_ < hi_:
+                    mid = (lo_ + hi_) // 2
+                    if sres[mid] < want:
+                        lo_ = mid + 1
+                    else:
+                        hi_ = mid
+                idx = lo_
             if idx == nsurv:
                 alo += ONE
                 if alo == ZERO:
@@ -136,6 +147,18 @@ def scan_verify(
                 if (sieve >> SIEVE_SHIFT) != ZERO and a_ok:
                     glide = np.int64(sieve >> SIEVE_SHIFT)
         phi = plo = ZERO
+        if glide == 0 and vhi == ZERO and nhi == ZERO:
+            # One word, step by step: most survivors drop within a few dozen steps
+            while steps < max_steps and vlo <= LIMIT64:
+                if vlo & ONE:
+                    vlo = (vlo * THREE + ONE) >> ONE
+                    steps += 2
+                else:
+                    vlo >>= ONE
+                    steps += 1
+                    if vlo < nlo:
+                        glide = steps
+                        break
         while glide == 0:
             if steps >= max_steps:
                 status = TOO_LONG
@@ -152,6 +175,19 @@ def scan_verify(
             blo = (vlo >> bits) | (vhi << back)
             bound = cold[2 * b16]
             lhi, llo = mul_add(bhi, blo, bound & MASK32, bound >> U64(32))
+            if less(lhi, llo, nhi, nlo) and vhi == ZERO and nhi == ZERO and vlo < WALK64_LIMIT:
+                # One word holds the next BLOCK_BITS steps of T: (3/2)^16 < 2^10
+                for _ in range(BLOCK_BITS):
+                    if vlo & ONE:
+                        vlo = (vlo * THREE + ONE) >> ONE
+                        steps += 2
+                    else:
+                        vlo >>= ONE
+                        steps += 1
+                        if vlo < nlo:
+                            glide = steps
+                            break
+                continue
             if less(lhi, llo, nhi, nlo):
                 status, vhi, vlo, phi, plo, steps, glide = walk(
                     vhi, vlo, nhi, nlo, phi, plo, steps, glide, BLOCK_BITS
