@@ -56,13 +56,6 @@ def grow(table, used):
     return bigger
 
 
-@njit(cache=True)
-def push(table, used, a, b, c):
-    table = grow(table, used)
-    put(table, used, a, b, c)
-    return table
-
-
 # Scan state: counts of the record tables, best delay and glide, sum of delays
 ND, NP, NG, NO, BEST_DELAY, BEST_GLIDE, SUM_DELAY = range(7)
 
@@ -224,7 +217,8 @@ def thread_paths(shi, slo, count, max_depth, paths_lo, paths_hi, depth, final_lo
 
     Rows of `paths_*` must be zero on entry: the padding after each path.
     """
-    over = np.zeros((8, 3), np.uint64)
+    # One slot per thread: no array is reassigned in the loop (see scan_range)
+    over = np.zeros(count, np.uint64)
     no = 0
     nhi, nlo = shi, slo
     for i in range(count):
@@ -236,7 +230,7 @@ def thread_paths(shi, slo, count, max_depth, paths_lo, paths_hi, depth, final_lo
             if (vlo & ONE) == ZERO:
                 vhi, vlo = halve(vhi, vlo)
             elif too_big_for_odd_step(vhi, vlo):
-                over = push(over, no, U64(i), ZERO, ZERO)
+                over[no] = U64(i)
                 no += 1
                 break
             else:
@@ -248,4 +242,4 @@ def thread_paths(shi, slo, count, max_depth, paths_lo, paths_hi, depth, final_lo
         final_lo[i] = vlo
         final_hi[i] = vhi
         nhi, nlo = next_start(nhi, nlo)
-    return over[:no, 0].copy()
+    return over[:no].copy()
