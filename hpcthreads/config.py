@@ -27,6 +27,10 @@ MAX_START = 2**128
 # The default step bound of `verify`: no known start value needs a tenth of it
 DEFAULT_MAX_STEPS = 100_000
 
+# The verification sieve: residues mod 2^sieve_bits (0: none); 2^30 needs ~300 MiB
+DEFAULT_SIEVE_BITS = 24
+MAX_SIEVE_BITS = 30
+
 # Per-type parameters: name -> (required, default, minimum)
 PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
     "collatz": {
@@ -40,6 +44,7 @@ PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
         "count": (True, None, 1),
         "batch_size": (False, 1 << 22, 1),
         "max_steps": (False, DEFAULT_MAX_STEPS, 1),
+        "sieve_bits": (False, DEFAULT_SIEVE_BITS, 0),
     },
     "thread": {
         "start": (False, 1, 1),
@@ -213,6 +218,8 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
         value = parse_int(raw[key], f"{label}: {key}")
         if minimum is not None and value < minimum:
             raise ConfigError(f"{label}: {key} must be at least {minimum}, got {value}")
+        if key == "sieve_bits" and value > MAX_SIEVE_BITS:
+            raise ConfigError(f"{label}: sieve_bits must be at most {MAX_SIEVE_BITS}, got {value}")
         params[key] = value
     size = params.get("count", params.get("thread_count", 1))
     if size >= 2**62:

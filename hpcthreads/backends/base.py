@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from hpcthreads.config import DEFAULT_SIEVE_BITS
+
 
 class CollatzRaw(NamedTuple):
     sum_delay: int
@@ -57,7 +59,9 @@ class BaseBackend:
     def collatz_range(self, start: int, count: int, store: bool) -> CollatzRaw:
         raise NotImplementedError
 
-    def verify_range(self, start: int, count: int, max_steps: int) -> VerifyRaw:
+    def verify_range(
+        self, start: int, count: int, max_steps: int, sieve_bits: int = DEFAULT_SIEVE_BITS
+    ) -> VerifyRaw:
         raise NotImplementedError
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:

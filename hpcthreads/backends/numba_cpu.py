@@ -4,25 +4,74 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpcthreads.backends.base import BaseBackend, CollatzRaw, ThreadRaw, VerifyRaw, split_words
+from hpcthreads.backends.base import (
+    DEFAULT_SIEVE_BITS,
+    BaseBackend,
+    CollatzRaw,
+    ThreadRaw,
+    VerifyRaw,
+    split_words,
+)
+from hpcthreads.backends.tablecache import load_or_build
 
 _EMPTY = np.zeros(0, np.uint64)
 # Delay, peak and glide of every value below 2^20 (12 MiB per rank)
 TABLE_BITS = 20
 _TABLES: tuple | None = None
+_SIEVES: dict[int, tuple] = {}
+
+
+def _build_tables() -> dict[str, np.ndarray]:
+    from hpcthreads.backends import cpukernels, steptables
+
+    tdelay, tpeak, tglide = steptables.build_tables(1 << TABLE_BITS)
+    hot, cold, peak_from = steptables.build_block_table(cpukernels.BLOCK_BITS)
+    if peak_from > (1 << (TABLE_BITS - cpukernels.BLOCK_BITS)):
+        raise AssertionError("block peaks would not be exact above the table")
+    return {"tdelay": tdelay, "tpeak": tpeak, "tglide": tglide, "hot": hot, "cold": cold}
+
+
+def _tables() -> tuple:
+    """(tdelay, tpeak, tglide, hot, cold, pow3, tpeak_max), loaded once per process."""
+    global _TABLES
+    if _TABLES is None:
+        from hpcthreads.backends import cpukernels, steptables
+
+        name = f"steps-t{TABLE_BITS}-b{cpukernels.BLOCK_BITS}"
+        t = load_or_build(name, _build_tables)
+        pow3 = steptables.powers_of_three(40)
+        tpeak_max = np.uint64(t["tpeak"].max())
+        _TABLES = (t["tdelay"], t["tpeak"], t["tglide"], t["hot"], t["cold"], pow3, tpeak_max)
+    return _TABLES
+
+
+def _sieve(bits: int) -> tuple:
+    """(residues, packed, bits, glide_max, exact_from) of the 2^bits sieve; none for bits 0."""
+    if bits not in _SIEVES:
+        from hpcthreads.backends import steptables
+
+        def build() -> dict[str, np.ndarray]:
+            res, packed, glide_max, exact_from = steptables.build_sieve(bits)
+            return {"res": res, "packed": packed, "info": np.array([glide_max, exact_from], np.uint64)}
+
+        s = load_or_build(f"sieve-{bits}", build) if bits else {}
+        if bits:
+            info = s["info"]
+            _SIEVES[bits] = (s["res"], s["packed"], bits, int(info[0]), np.uint64(info[1]))
+        else:
+            _SIEVES[bits] = (_EMPTY, _EMPTY, 1, 0, np.uint64(0))
+    return _SIEVES[bits]
 
 
 class NumbaCPUBackend(BaseBackend):
     name = "numba-cpu"
 
     def __init__(self) -> None:
-        global _TABLES
-        from hpcthreads.backends import cpukernels
+        from hpcthreads.backends import cpukernels, sieve
 
         self._k = cpukernels
-        if _TABLES is None:
-            _TABLES = cpukernels.build_tables(1 << TABLE_BITS)
-        self._tables = _TABLES
+        self._sieve = sieve
+        self._tables = _tables()
 
     def collatz_range(self, start: int, count: int, store: bool) -> CollatzRaw:
         shi, slo = split_words(start)
@@ -40,9 +89,15 @@ class NumbaCPUBackend(BaseBackend):
         arrays = (delay, glide, peak_lo, peak_hi) if store else (None,) * 4
         return CollatzRaw(int(out[0]), *out[1:], *arrays)
 
-    def verify_range(self, start: int, count: int, max_steps: int) -> VerifyRaw:
+    def verify_range(
+        self, start: int, count: int, max_steps: int, sieve_bits: int = DEFAULT_SIEVE_BITS
+    ) -> VerifyRaw:
         shi, slo = split_words(start)
-        return VerifyRaw(*self._k.verify_range(np.uint64(shi), np.uint64(slo), count, max_steps))
+        _, _, _, hot, cold, pow3, _ = self._tables
+        out = self._sieve.verify_range(
+            np.uint64(shi), np.uint64(slo), count, max_steps, hot, cold, pow3, *_sieve(sieve_bits)
+        )
+        return VerifyRaw(*out)
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)

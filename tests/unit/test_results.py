@@ -43,6 +43,10 @@ def per_number(outs, name):
         (2**64 - 150, 300, 64),
         (2**100, 60, 13),
         (FIRST_OVER_128 - 6, 12, 5),
+        # Table edge (2^20), block-residue edges (2^16), two-word and block limits (2^96)
+        (2**20 - 300, 600, 128),
+        (2**36 - 2**16 - 20, 300, 100),
+        (2**96 - 40, 80, 33),
     ],
 )
 def test_collatz_matches_brute_force(backend, start, count, chunk):
@@ -63,6 +67,39 @@ def test_collatz_matches_brute_force(backend, start, count, chunk):
     for i, n in enumerate(ns):
         exact = overflow.get(n, (int(hi[i]) << 64) | int(lo[i]))
         assert exact == want["peak"][n], n
+
+
+def test_block_table_matches_plain_steps():
+    """Every residue's block entry against k plain steps of T, for a few values of a."""
+    from hpcthreads.backends import steptables
+
+    bits = 6
+    hot, cold, peak_from = steptables.build_block_table(bits)
+    assert peak_from <= 1
+    for b in range(1 << bits):
+        for a in (1, 2, 5, 2**40 + 3):
+            n = (a << bits) + b
+            values, v, steps = [], n, 0
+            for _ in range(bits):
+                if v % 2:
+                    v = 3 * v + 1
+                    values.append(v)
+                    steps += 1
+                v //= 2
+                values.append(v)
+                steps += 1
+            d, c = int(hot[2 * b]) & 0xFFFFFFFF, int(hot[2 * b]) >> 32
+            assert v == 3**c * a + d and steps == bits + c
+            alpha, beta = int(hot[2 * b + 1]) & 0xFFFFFFFF, int(hot[2 * b + 1]) >> 32
+            assert max([n, *values]) == max(n, alpha * a + beta)
+            low_a, low_b = int(cold[2 * b]) & 0xFFFFFFFF, int(cold[2 * b]) >> 32
+            assert low_a * a + low_b <= min(values)
+            need, glide = int(cold[2 * b + 1]) & ((1 << 56) - 1), int(cold[2 * b + 1]) >> 56
+            drop = next((i + 1 for i, x in enumerate(values) if x < n), 0)
+            if glide and a >= need:
+                assert drop == glide
+            elif not glide:
+                assert drop == 0
 
 
 def test_known_values(backend):
@@ -171,15 +208,55 @@ def test_classical_records_below_a_million(backend):
     assert got.max_delay == (837799, 524)
 
 
+@pytest.mark.parametrize("sieve_bits", [0, 5, 24])
 @pytest.mark.parametrize(
-    "start,count", [(1, 3000), (2**40, 500), (2**64 - 100, 200), (FIRST_OVER_128 - 3, 6)]
+    "start,count",
+    [
+        (1, 3000),
+        (2**40 - 700, 1400),
+        (2**64 - 100, 200),
+        (FIRST_OVER_64 - 300, 600),
+        (2**76 - 300, 600),
+        (FIRST_OVER_128 - 3, 6),
+    ],
 )
-def test_verify_matches_brute_force(backend, start, count):
-    got, _ = run_job(backend, "verify", 97, start=start, count=count)
+def test_verify_matches_brute_force(backend, start, count, sieve_bits):
+    got, _ = run_job(backend, "verify", 97, start=start, count=count, sieve_bits=sieve_bits)
     glides = [(n, ref.glide(n)) for n in range(start, start + count)]
     assert got.count == got.covered == count
     assert got.unresolved == []
     assert got.glide_records == ref.range_records(glides)
+
+
+def test_sieve_survivors_match_plain_steps():
+    """Survivors are exactly the residues that stay at or above n for k steps of T, for every n."""
+    from hpcthreads.backends import steptables
+
+    bits = 10
+    res, packed, glide_max, exact_from = steptables.build_sieve(bits)
+    alive = []
+    for b in range(1 << bits):
+        c, t, survives = 0, b, True
+        for j in range(1, bits + 1):
+            t, c = ((3 * t + 1) // 2, c + 1) if t % 2 else (t // 2, c)
+            if 3**c < 2**j:
+                survives = False
+                break
+        if survives:
+            alive.append(b)
+            assert int(packed[len(alive) - 1]) == t | (c << 56)
+    assert res.tolist() == alive
+    glides = [ref.glide(n) for n in range(max(2, int(exact_from)), 1 << 14) if n % (1 << bits) not in alive]
+    assert max(glides) <= glide_max
+
+
+def test_verify_records_do_not_depend_on_the_sieve(backend):
+    runs = [
+        run_job(backend, "verify", 50_000, start=2**50 + 12345, count=200_000, sieve_bits=k)[0]
+        for k in (0, 9, 20)
+    ]
+    assert runs[0].glide_records and all(r.glide_records == runs[0].glide_records for r in runs)
+    assert all(r.covered == 200_000 for r in runs)
 
 
 def test_verify_lists_values_past_the_step_bound(backend):
