@@ -64,7 +64,18 @@ def test_results_are_identical_at_every_rank_count(job_file, serial, tmp_path, r
 
 def test_a_slow_worker_is_balanced_by_stealing(tmp_path):
     out, base = tmp_path / "slow.h5", tmp_path / "base.h5"
-    args = ["run", "collatz", "--start", "2**64", "--count", "2e6", "--batch-size", "2e6", "--store", "per-number"]
+    args = [
+        "run",
+        "collatz",
+        "--start",
+        "2**64",
+        "--count",
+        "2e6",
+        "--batch-size",
+        "2e6",
+        "--store",
+        "per-number",
+    ]
     cli(*args, "-o", str(base), check=True)
     # One chunk that cannot be cut below batch_size by the scheduler: only stealing can share it
     proc = mpirun(3, *args, "-o", str(out), env={"HPCTHREADS_TEST_FAULTS": "slow:rank=1,factor=6"})

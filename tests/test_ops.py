@@ -38,9 +38,12 @@ def results(tmp_path_factory):
 
 
 def test_batch_logs_get_periodic_progress_lines(tmp_path):
+    slow = {"HPCTHREADS_TEST_FAULTS": "slow:factor=3"}
     proc = cli(
         "run",
         "collatz",
+        "--start",
+        "2**64",
         "--count",
         "3e6",
         "-o",
@@ -49,6 +52,7 @@ def test_batch_logs_get_periodic_progress_lines(tmp_path):
         "0.2",
         "--batch-size",
         "1e5",
+        env=slow,
         check=True,
     )
     lines = [line for line in proc.stderr.splitlines() if " progress " in line]

@@ -26,7 +26,7 @@ ST_TOO_LONG = 2
 @functools.lru_cache(maxsize=2)
 def host_tables(bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Delay, peak and glide of every start value below 2^bits (the numba-cpu tables)."""
-    from hpcthreads.backends.cpukernels import build_tables
+    from hpcthreads.backends.steptables import build_tables
 
     return build_tables(1 << bits)
 

@@ -13,11 +13,20 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from hpcthreads.backends.cpukernels import less, push
+from hpcthreads.backends.cpukernels import grow, put
+from hpcthreads.backends.wideops import less
 
 U64 = np.uint64
 ZERO = U64(0)
 OK = 0
+
+
+@njit(cache=True)
+def push(table, used, a, b, c):
+    """Append a row (offset, hi, lo), growing the table when it is full."""
+    table = grow(table, used)
+    put(table, used, a, b, c)
+    return table
 
 
 @njit(cache=True)
