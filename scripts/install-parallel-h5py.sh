@@ -39,7 +39,7 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install -q -U 'setuptools>=77.0.1' 'Cython>=3,<4' numpy pkgconfig packaging wheel
 "$venv/bin/pip" install -q --no-binary=mpi4py mpi4py
 HDF5_MPI=ON "$venv/bin/pip" install -q --no-binary=h5py --no-build-isolation h5py
-"$venv/bin/pip" install -q -e "$repo[test]"
+"$venv/bin/pip" install -q -e "${repo}[test]"
 
 "$venv/bin/python" - <<'PY'
 import h5py
