@@ -12,6 +12,7 @@
 #   HPCTHREADS_SBATCH_ARGS    extra sbatch options for the array tasks, split on spaces
 #                             (e.g. "--ntasks-per-node=64 --time=2:00:00")
 #   HPCTHREADS_WAIT           1: wait until the merge job ends, and exit with its status
+#   HPCTHREADS_HOME           the checkout holding slurm/lib.sh (default: the one of this script)
 # Prints the array job id and the merge job id.
 set -euo pipefail
 

@@ -21,18 +21,18 @@ HPCTHREADS_TARGET=${HPCTHREADS_TARGET:-collatz}
 HPCTHREADS_RESUME=${HPCTHREADS_RESUME:-1}
 HPCTHREADS_MAX_REQUEUES=${HPCTHREADS_MAX_REQUEUES:-20}
 # Exit status of a run that checkpointed on a signal and wants to be resumed
-HPCTHREADS_EXIT_CHECKPOINTED=75
+hpcthreads_exit_checkpointed=75
 
-# The `hpcthreads run` command line for OUTPUT [START COUNT], in the array HPCTHREADS_RUN
+# The `hpcthreads run` command line for OUTPUT [START COUNT], in the array hpcthreads_run
 hpcthreads_command() {
     local output=$1 start=${2:-${HPCTHREADS_START:-}} count=${3:-${HPCTHREADS_COUNT:-}}
     local -a extra=()
     read -r -a extra <<<"${HPCTHREADS_ARGS:-}"
-    HPCTHREADS_RUN=("$HPCTHREADS_PYTHON" -m hpcthreads run "$HPCTHREADS_TARGET" -o "$output")
-    [[ -n $start ]] && HPCTHREADS_RUN+=(--start "$start")
-    [[ -n $count ]] && HPCTHREADS_RUN+=(--count "$count")
-    [[ $HPCTHREADS_RESUME == 1 ]] && HPCTHREADS_RUN+=(--resume)
-    HPCTHREADS_RUN+=("${extra[@]}")
+    hpcthreads_run=("$HPCTHREADS_PYTHON" -m hpcthreads run "$HPCTHREADS_TARGET" -o "$output")
+    [[ -n $start ]] && hpcthreads_run+=(--start "$start")
+    [[ -n $count ]] && hpcthreads_run+=(--count "$count")
+    [[ $HPCTHREADS_RESUME == 1 ]] && hpcthreads_run+=(--resume)
+    hpcthreads_run+=("${extra[@]}")
 }
 
 # Run one srun step (the arguments: srun options, then the command). SIGUSR1 sent to this
@@ -41,31 +41,31 @@ hpcthreads_command() {
 hpcthreads_step() {
     local -a srun_extra=()
     read -r -a srun_extra <<<"${HPCTHREADS_SRUN_ARGS:-}"
-    HPCTHREADS_SIGNALLED=0
+    hpcthreads_signalled=0
     srun --mpi="$HPCTHREADS_SRUN_MPI" "${srun_extra[@]}" "$@" &
-    HPCTHREADS_STEP_PID=$!
+    hpcthreads_step_pid=$!
     trap hpcthreads_forward USR1
     local rc=0
     while :; do
         rc=0
-        wait "$HPCTHREADS_STEP_PID" || rc=$?
+        wait "$hpcthreads_step_pid" || rc=$?
         # A trapped signal interrupts `wait` with a status above 128: the step still runs
-        if ((rc > 128)) && kill -0 "$HPCTHREADS_STEP_PID" 2>/dev/null; then
+        if ((rc > 128)) && kill -0 "$hpcthreads_step_pid" 2>/dev/null; then
             continue
         fi
         break
     done
     trap - USR1
-    if ((rc == HPCTHREADS_EXIT_CHECKPOINTED)) && ((HPCTHREADS_SIGNALLED)); then
+    if ((rc == hpcthreads_exit_checkpointed)) && ((hpcthreads_signalled)); then
         hpcthreads_requeue
     fi
     return "$rc"
 }
 
 hpcthreads_forward() {
-    HPCTHREADS_SIGNALLED=1
+    hpcthreads_signalled=1
     echo "hpcthreads: $(date +%T) SIGUSR1 (time limit near): asking the run to checkpoint" >&2
-    kill -USR1 "$HPCTHREADS_STEP_PID" 2>/dev/null || true
+    kill -USR1 "$hpcthreads_step_pid" 2>/dev/null || true
 }
 
 hpcthreads_requeue() {
@@ -83,5 +83,5 @@ hpcthreads_requeue() {
 # One line in the job log: which job, which restart, what command
 hpcthreads_log_start() {
     echo "hpcthreads: $(date +%T) job ${SLURM_JOB_ID:-?} on ${SLURM_JOB_NODELIST:-?}," \
-        "restart ${SLURM_RESTART_COUNT:-0}: ${HPCTHREADS_RUN[*]}" >&2
+        "restart ${SLURM_RESTART_COUNT:-0}: ${hpcthreads_run[*]}" >&2
 }
