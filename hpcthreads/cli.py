@@ -252,6 +252,30 @@ def status(output: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def merge(output: Path, inputs: tuple[Path, ...], force: bool) -> None:
+    """Merge results files of adjacent ranges (a job-array campaign) into OUTPUT.
+
+    \b
+    Every input must be complete and hold the same jobs with the same
+    parameters except start and count; their ranges must tile one range
+    without gaps or overlaps. Records, histograms and maxima combine exactly
+    as if one run had covered the union:
+      hpcthreads merge all.h5 part-0.h5 part-1.h5 part-2.h5
+    """
+    from hpcthreads.merge import merge_files
+
+    try:
+        jobs = merge_files(output, list(inputs), force)
+    except HPCThreadsError as exc:
+        _fail(exc)
+    ranges = ", ".join(f"{job.name} {job.start}..{job.start + job.size - 1}" for job in jobs)
+    click.echo(f"wrote {output} from {len(inputs)} file(s): {ranges}", err=True)
+
+
+@main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option(
     "-o",

@@ -64,6 +64,34 @@ def _get_max(group: Any, name: str) -> list[int] | None:
     return [decode_int(group.attrs[f"{name}_n"]), decode_int(group.attrs[name])]
 
 
+def _pairs(data: Any) -> list[tuple[int, int]]:
+    return [(n, v) for n, v in decode_table(data[()])]
+
+
+def load_summary(group: Any) -> Any:
+    """A finished job group's summary as the workload's dataclass, to merge with others."""
+    attrs = group.attrs
+    kind = attrs["type"]
+    if kind == "collatz":
+        records = group["records"]
+        return CollatzSummary(
+            count=decode_int(attrs["count"]),
+            sum_delay=decode_int(attrs["sum_delay"]),
+            histogram=group["delay_histogram"][()].astype(np.int64),
+            delay_records=_pairs(records["delay"]),
+            path_records=_pairs(records["path"]),
+            glide_records=_pairs(records["glide"]),
+        )
+    if kind == "verify":
+        return VerifySummary(
+            count=decode_int(attrs["count"]),
+            glide_records=_pairs(group["records"]["glide"]),
+            unresolved=[decode_int(v) for v in group["unresolved"][()]],
+        )
+    keys = ("count", "reached_one", "total_depth", "max_depth_reached")
+    return ThreadSummary(**{key: decode_int(attrs[key]) for key in keys})
+
+
 def read_summary(group: Any) -> dict[str, Any]:
     """A job group as plain Python values with exact integers (the `inspect --json` form)."""
     attrs = group.attrs

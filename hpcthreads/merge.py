@@ -1,0 +1,163 @@
+"""`hpcthreads merge`: the results of adjacent ranges combined as if one run had covered them.
+
+A job-array campaign splits one range into parts, one results file each.
+Merging checks that every part holds the same jobs with the same
+result-relevant parameters over ranges that tile the union without gaps or
+overlaps, then combines summaries with the workloads' own `merge` (exact
+records, histograms and maxima) and copies per-item data into place.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from hpcthreads import __version__
+from hpcthreads.config import PARAMETERS, Job, make_job
+from hpcthreads.errors import ConfigError
+from hpcthreads.io import schema
+from hpcthreads.io.parts import ResultsPart
+from hpcthreads.io.writer import Finish, JobEnd, SerialWriter, check_output_path, layout_attrs
+from hpcthreads.workloads import make_workload
+from hpcthreads.workloads.base import ChunkOutput
+
+# Parameters that only shape the work, not its results: parts may differ in them
+WORK_SHAPE = {"start", "count", "thread_count", "batch_size"}
+
+Piece = tuple[str, Job]
+
+
+def merged_job(pieces: Sequence[Piece]) -> tuple[Job, list[Piece]]:
+    """The job over the union of the pieces' ranges, and the pieces in order of start.
+
+    Refuses pieces of different types or result-relevant parameters, and
+    ranges that overlap or leave a gap.
+    """
+    first_label, first = pieces[0]
+    for label, job in pieces[1:]:
+        if job.type != first.type:
+            raise ConfigError(
+                f"job {job.name!r}: {label} is a {job.type} job but {first_label} is a {first.type} job; "
+                "only parts of the same job type merge"
+            )
+        for key in sorted(set(PARAMETERS[job.type]) - WORK_SHAPE):
+            if job.params[key] != first.params[key]:
+                raise ConfigError(
+                    f"job {job.name!r}: {key} is {job.params[key]!r} in {label} but "
+                    f"{first.params[key]!r} in {first_label}; parts must compute the same thing"
+                )
+    ordered = sorted(pieces, key=lambda piece: piece[1].start)
+    for (label_a, a), (label_b, b) in zip(ordered, ordered[1:]):
+        end = a.start + a.size
+        if b.start < end:
+            raise ConfigError(
+                f"job {a.name!r}: ranges overlap: {label_a} covers {a.start}..{end - 1} and "
+                f"{label_b} starts at {b.start}"
+            )
+        if b.start > end:
+            raise ConfigError(
+                f"job {a.name!r}: ranges are not adjacent: nothing covers {end}..{b.start - 1} "
+                f"(between {label_a} and {label_b})"
+            )
+    start = ordered[0][1]
+    params = {**start.params, "start": start.start}
+    params["thread_count" if start.type == "thread" else "count"] = sum(job.size for _, job in ordered)
+    entry = {"name": start.name, "type": start.type, "priority": start.priority}
+    entry.update(gpu_preferred=start.gpu_preferred, parameters=params)
+    return make_job(entry, 0), ordered
+
+
+def plan_merge(parts: Sequence[ResultsPart]) -> list[tuple[Job, list[tuple[ResultsPart, Job]]]]:
+    """Check the parts and pair each merged job with its (part, job) pieces in order."""
+    names = [job.name for job in parts[0].jobs]
+    plans = []
+    for part in parts:
+        theirs = [job.name for job in part.jobs]
+        if sorted(theirs) != sorted(names):
+            raise ConfigError(
+                f"{part.path} holds jobs {', '.join(theirs)} but {parts[0].path} holds {', '.join(names)}; "
+                "parts must hold the same jobs"
+            )
+        for job in part.jobs:
+            state = part.job_state(job)
+            if state != schema.STATE_COMPLETE:
+                raise ConfigError(
+                    f"{part.path}: job {job.name!r} is {state}, not complete; "
+                    "finish it (hpcthreads run ... --resume) before merging"
+                )
+    for name in names:
+        found = [(part, next(job for job in part.jobs if job.name == name)) for part in parts]
+        job, ordered = merged_job([(str(part.path), job) for part, job in found])
+        # Back from (label, job) to (part, job): jobs are distinct objects per part
+        by_job = {id(job): part for part, job in found}
+        plans.append((job, [(by_job[id(piece)], piece) for _, piece in ordered]))
+    return plans
+
+
+def merge_files(output: Path, inputs: Sequence[Path], force: bool = False) -> list[Job]:
+    """Write OUTPUT from the results files INPUTS; returns the merged jobs."""
+    if not inputs:
+        raise ConfigError("merge: give at least one input file")
+    check_output_path(output, force)
+    for path in inputs:
+        if Path(output).exists() and Path(path).exists() and os.path.samefile(output, path):
+            raise ConfigError(f"merge: the output {str(output)!r} is also an input")
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    with ExitStack() as stack:
+        parts = [stack.enter_context(ResultsPart(path)) for path in inputs]
+        plans = plan_merge(parts)
+        workloads = [make_workload(job) for job, _ in plans]
+        writer = SerialWriter(partial, workloads, create=True)
+        try:
+            writer.create_layout(layout_attrs(_run_attrs([job for job, _ in plans], parts)))
+            ends = {
+                job.name: _write_job(writer, i, workloads[i], pieces) for i, (job, pieces) in enumerate(plans)
+            }
+            done = {job.name: [[0, job.size]] for job, _ in plans}
+            writer.finish(Finish(schema.STATE_COMPLETE, ends, {}, {}, [], done))
+            writer.close()
+        except BaseException:
+            writer.abandon()
+            raise
+    partial.replace(output)
+    return [job for job, _ in plans]
+
+
+def _write_job(
+    writer: SerialWriter, index: int, workload: Any, pieces: list[tuple[ResultsPart, Job]]
+) -> JobEnd:
+    job = workload.job
+    names = list(workload.datasets())
+    summary = workload.empty()
+    extra: dict[str, list[tuple[int, ...]]] = {}
+    for part, piece in pieces:
+        shift = piece.start - job.start
+        for offset, count, arrays in part.blocks(piece, names):
+            writer.write_chunk(index, ChunkOutput(shift + offset, count, None, arrays))
+        for name, rows in part.extra(piece).items():
+            # Thread overflow rows count threads from their own job's start
+            shifted = [(row[0] + shift, *row[1:]) for row in rows] if name == "overflow" else rows
+            extra.setdefault(name, []).extend(shifted)
+        summary = workload.merge(summary, part.summary(piece))
+    return JobEnd(schema.STATE_COMPLETE, summary, extra=extra)
+
+
+def _run_attrs(jobs: list[Job], parts: Sequence[ResultsPart]) -> dict[str, Any]:
+    config = schema.to_json({"jobs": [job.to_dict() for job in jobs]})
+    sources = [{"file": str(part.path), **part.run} for part in parts]
+    backends = {name for part in parts for name in str(part.run.get("backend", "")).split(",") if name}
+    return {
+        "job_file": config,
+        "config": config,
+        "backend": ",".join(sorted(backends)),
+        "ranks": max(int(part.run.get("ranks", 1)) for part in parts),
+        "python": sys.version.split()[0],
+        "hpcthreads_version": __version__,
+        "io": "gather",
+        "merged_from": schema.to_json(sources),
+    }
