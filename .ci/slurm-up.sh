@@ -62,9 +62,14 @@ if ((gpus > 0)); then
 fi
 printf '%s\n' "$gres_conf" >"$dir/gres.conf"
 
+# Job ids differ from one start of this Slurm to the next: MPICH names its shared-memory
+# segments after the job step, and a segment left by a killed job of an earlier start with
+# the same id would be attached to by the new job, which then fails or hangs in MPI_Init
+first_job_id=$((($(date +%s) % 6000000) * 10 + 1))
 cat >"$dir/slurm.conf" <<CONF
 ClusterName=hpcthreads-ci
 SlurmctldHost=$host(127.0.0.1)
+FirstJobId=$first_job_id
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge

@@ -10,6 +10,7 @@
 #   HPCTHREADS_CAMPAIGN_DIR   directory of the parts (default: campaign-<date>-<time>)
 #   HPCTHREADS_OUTPUT         merged results file (default: <campaign dir>/merged.h5)
 #   HPCTHREADS_SBATCH_ARGS    extra sbatch options for the array tasks, split on spaces
+#   HPCTHREADS_ARRAY_LIMIT    most array tasks running at once (sbatch --array=...%LIMIT; default: no limit)
 #                             (e.g. "--ntasks-per-node=64 --time=2:00:00")
 #   HPCTHREADS_WAIT           1: wait until the merge job ends, and exit with its status
 #   HPCTHREADS_HOME           the checkout holding slurm/lib.sh (default: the one of this script)
@@ -26,7 +27,8 @@ export HPCTHREADS_HOME=${HPCTHREADS_HOME:-$(dirname "$here")}
 
 read -r -a extra <<<"${HPCTHREADS_SBATCH_ARGS:-}"
 log="$HPCTHREADS_CAMPAIGN_DIR/%x-%A_%a.out"
-array=$(sbatch --parsable --array="0-$((tasks - 1))" --output="$log" "${extra[@]}" "$here/array.sbatch")
+range="0-$((tasks - 1))${HPCTHREADS_ARRAY_LIMIT:+%$HPCTHREADS_ARRAY_LIMIT}"
+array=$(sbatch --parsable --array="$range" --output="$log" "${extra[@]}" "$here/array.sbatch")
 array=${array%%;*}
 echo "array job $array: $tasks tasks, parts in $HPCTHREADS_CAMPAIGN_DIR"
 

@@ -108,49 +108,6 @@ def test_gpu_script_keeps_the_coordinator_off_the_gpus(slurm, tmp_path):
     assert_same_results(plain_run(tmp_path / "plain.h5", "collatz", "--count", "40000"), out)
 
 
-def test_array_campaign_parts_merge_into_the_plain_result(slurm, tmp_path):
-    campaign = tmp_path / "campaign"
-    env = job_env(
-        slurm,
-        HPCTHREADS_START="2**64 - 1000",
-        HPCTHREADS_COUNT="30001",
-        HPCTHREADS_TASKS="3",
-        HPCTHREADS_CAMPAIGN_DIR=str(campaign),
-        HPCTHREADS_SBATCH_ARGS="--ntasks-per-node=2",
-        HPCTHREADS_WAIT="1",
-    )
-    proc = subprocess.run(
-        [str(ROOT / "slurm/campaign.sh")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240
-    )
-    logs = "".join(p.read_text() for p in sorted(campaign.glob("*.out")))
-    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
-    parts = sorted(campaign.glob("part-*.h5"))
-    assert len(parts) == 3 and all(world_size(part) == 2 for part in parts), logs
-    base = plain_run(tmp_path / "plain.h5", "collatz", "--start", "2**64 - 1000", "--count", "30001")
-    assert_same_results(base, campaign / "merged.h5")
-
-
-def job_state(env: dict, job: str) -> dict[str, str]:
-    text = subprocess.run(
-        ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, env=env
-    ).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", text))
-
-
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
-
-
-def wait_for(predicate, what: str, env: dict, job: str, log: Path, timeout: float = 120) -> None:
-    """Poll `predicate` until true; fail early, with the job's log, if the job ends first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        state = job_state(env, job).get("JobState")
-        text = log.read_text() if log.exists() else ""
-        assert state not in FINISHED, f"job {job} ended ({state}) before {what}:\n{text}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{text}"
-        time.sleep(0.3)
-
-
 def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_plain_result(slurm, tmp_path):
     out, log = tmp_path / "requeue.h5", tmp_path / "requeue.log"
     env = job_env(slurm, HPCTHREADS_START="2**64", HPCTHREADS_COUNT="2e7", HPCTHREADS_OUTPUT=str(out))
@@ -193,3 +150,46 @@ def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_plain_result(sl
         ),
         out,
     )
+
+
+def test_array_campaign_parts_merge_into_the_plain_result(slurm, tmp_path):
+    campaign = tmp_path / "campaign"
+    env = job_env(
+        slurm,
+        HPCTHREADS_START="2**64 - 1000",
+        HPCTHREADS_COUNT="30001",
+        HPCTHREADS_TASKS="3",
+        HPCTHREADS_CAMPAIGN_DIR=str(campaign),
+        HPCTHREADS_SBATCH_ARGS="--ntasks-per-node=2",
+        HPCTHREADS_WAIT="1",
+    )
+    proc = subprocess.run(
+        [str(ROOT / "slurm/campaign.sh")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240
+    )
+    logs = "".join(p.read_text() for p in sorted(campaign.glob("*.out")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
+    parts = sorted(campaign.glob("part-*.h5"))
+    assert len(parts) == 3 and all(world_size(part) == 2 for part in parts), logs
+    base = plain_run(tmp_path / "plain.h5", "collatz", "--start", "2**64 - 1000", "--count", "30001")
+    assert_same_results(base, campaign / "merged.h5")
+
+
+def job_state(env: dict, job: str) -> dict[str, str]:
+    text = subprocess.run(
+        ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, env=env
+    ).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", text))
+
+
+FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
+
+
+def wait_for(predicate, what: str, env: dict, job: str, log: Path, timeout: float = 120) -> None:
+    """Poll `predicate` until true; fail early, with the job's log, if the job ends first."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        state = job_state(env, job).get("JobState")
+        text = log.read_text() if log.exists() else ""
+        assert state not in FINISHED, f"job {job} ended ({state}) before {what}:\n{text}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{text}"
+        time.sleep(0.3)
