@@ -1,0 +1,102 @@
+"""The glide of one start value from a point of its trajectory, one odd step at a time.
+
+`glide_from` follows v (reached from the start n after `steps` standard steps
+without dropping below n) until it drops below n. Each round is one 3v+1 and
+then every halving at once (a count of trailing zeros), so a round costs the
+same whatever its length and no branch depends on a parity. Halvings only
+shrink the value, so the drop, if any, is inside a run of halvings: when the
+run ends below n, the exact step where it first went below n is found from
+the bit lengths. Values stay in one word while the start and the value fit
+(3v+1 < 2^64) and move to two words otherwise; a 3v+1 that would leave 128
+bits stops with OVERFLOW, for the exact path.
+
+Only scalars go in and out (see wideops), so the helper costs nothing to
+inline in the scans.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+
+from hpcthreads.backends.wideops import (
+    LIMIT64,
+    OK,
+    ONE,
+    OVERFLOW,
+    THREE,
+    TOO_LONG,
+    ZERO,
+    halve,
+    less,
+    mul_add,
+    shift_out_zeros,
+    too_big_for_odd_step,
+    triple_plus_one,
+)
+
+
+@njit(inline="always")
+def first_drop64(v, n):
+    """The least j >= 1 with v >> j < n, for 2 <= n <= v < 2^64.
+
+    With L the difference of bit lengths, v >> L has as many bits as n and
+    v >> (L + 1) fewer, so j is L or L + 1 (1 when L is 0).
+    """
+    j = max(leading_zeros(n) - leading_zeros(v), ONE)
+    if (v >> j) >= n:
+        j += ONE
+    return np.int64(j)
+
+
+@njit(inline="always")
+def glide_from(nhi, nlo, vhi, vlo, steps, max_steps):
+    """(status, glide): the first step at which v, `steps` steps after n, is below n (n >= 2).
+
+    status TOO_LONG once the glide is known to exceed `max_steps` (not
+    necessarily found), OVERFLOW when a 3v+1 would leave 128 bits first.
+    """
+    if nhi == ZERO and vhi == ZERO:
+        # One word: n and every value below 2^64
+        if vlo & ONE:
+            if vlo > LIMIT64:
+                vhi, vlo = triple_plus_one(vhi, vlo)
+            else:
+                vlo = vlo * THREE + ONE
+            steps += 1
+        while vhi == ZERO:
+            t = trailing_zeros(vlo)
+            w = vlo >> t
+            if w < nlo:
+                return OK, steps + first_drop64(vlo, nlo)
+            steps += np.int64(t)
+            if steps >= max_steps:
+                return TOO_LONG, steps
+            if w > LIMIT64:
+                vhi, vlo = triple_plus_one(ZERO, w)
+            else:
+                vlo = w * THREE + ONE
+            steps += 1
+    elif vlo & ONE:
+        if too_big_for_odd_step(vhi, vlo):
+            return OVERFLOW, steps
+        vhi, vlo = triple_plus_one(vhi, vlo)
+        steps += 1
+    # Two words; v is even here
+    while True:
+        whi, wlo, t = shift_out_zeros(vhi, vlo)
+        if less(whi, wlo, nhi, nlo):
+            # The drop is inside this run: at most t halvings, usually one or two
+            while True:
+                vhi, vlo = halve(vhi, vlo)
+                steps += 1
+                if less(vhi, vlo, nhi, nlo):
+                    return OK, steps
+        steps += t
+        if steps >= max_steps:
+            return TOO_LONG, steps
+        if too_big_for_odd_step(whi, wlo):
+            return OVERFLOW, steps
+        vhi, vlo = mul_add(whi, wlo, THREE, ONE)
+        steps += 1
