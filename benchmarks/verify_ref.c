@@ -4,9 +4,11 @@
  * The same algorithm as the numba-cpu kernel, written plainly: residues b mod
  * 2^k that drop below the start within k steps of T (T(n) = n/2 or (3n+1)/2)
  * are sieved out once the running maximum glide has reached the largest glide
- * a sieved-out residue can have; every other start value is followed in
- * unsigned __int128 (an odd step and its halving at once) until it drops
- * below itself, survivors from 3^c a + T^k(b) after their first k steps. It
+ * a sieved-out residue can have; every other start value is followed until
+ * it drops below itself, survivors from 3^c a + T^k(b) after their first k
+ * steps, taken a by a and residue by residue. A round is one 3v+1 and all the
+ * halvings after it (count of trailing zeros), in 64-bit words while the
+ * start and the value fit and in unsigned __int128 otherwise. It
  * reports the number of start values covered, the maximum glide (standard
  * steps) with its smallest n, and the seconds of the main loop only.
  *
@@ -82,19 +84,48 @@ static int build_sieve(int bits)
     return 0;
 }
 
-/* Glide of n >= 2 from value v after `steps` standard steps without a drop. */
+/* The least j >= 1 with v >> j < n, for n <= v (a run of halvings that ends below n). */
+static inline int64_t first_drop(u128 v, u128 n)
+{
+    int64_t j = 1;
+    while ((v >> j) >= n)
+        j++;
+    return j;
+}
+
+/* Glide of n >= 2 from value v after `steps` standard steps without a drop: per
+ * round one 3v+1 and all its halvings at once (count of trailing zeros); in
+ * 64-bit words while n and 3v+1 fit, in unsigned __int128 otherwise. */
 static inline int64_t glide_from(u128 n, u128 v, int64_t steps)
 {
-    for (;;) {
-        if (v & 1) {
-            v = (3 * v + 1) >> 1; /* the benchmark's ranges stay far below 2^126 */
-            steps += 2;
-        } else {
-            v >>= 1;
-            steps += 1;
-            if (v < n)
-                return steps;
+    if (v & 1)
+        v = 3 * v + 1, steps++;
+    if ((n >> 64) == 0) {
+        uint64_t n64 = (uint64_t)n;
+        while ((v >> 64) == 0) {
+            uint64_t x = (uint64_t)v;
+            int t = __builtin_ctzll(x);
+            uint64_t w = x >> t;
+            if (w < n64) {
+                int64_t j = __builtin_clzll(n64) - __builtin_clzll(x);
+                if (j < 1)
+                    j = 1;
+                if ((x >> j) >= n64)
+                    j++;
+                return steps + j;
+            }
+            steps += t;
+            v = 3 * (u128)w + 1, steps++;
         }
+    }
+    for (;;) { /* the benchmark's ranges stay far below 2^126 */
+        uint64_t lo = (uint64_t)v;
+        int t = lo ? __builtin_ctzll(lo) : 64 + __builtin_ctzll((uint64_t)(v >> 64));
+        u128 w = v >> t;
+        if (w < n)
+            return steps + first_drop(v, n);
+        steps += t;
+        v = 3 * w + 1, steps++;
     }
 }
 
