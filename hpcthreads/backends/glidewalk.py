@@ -100,3 +100,57 @@ def glide_from(nhi, nlo, vhi, vlo, steps, max_steps):
             return OVERFLOW, steps
         vhi, vlo = mul_add(whi, wlo, THREE, ONE)
         steps += 1
+
+
+# Lanes of glide_pair
+RUNNING, DROPPED, HANDOVER = range(3)
+
+
+@njit(inline="always")
+def lane_round(v, n, steps, max_steps):
+    """One round of a one-word lane, v even: (v, steps, lane state).
+
+    DROPPED: steps is the glide. HANDOVER: v is odd and its 3v+1 may not fit,
+    or the step bound is reached; glide_from goes on from (v, steps).
+    """
+    t = trailing_zeros(v)
+    w = v >> t
+    if w < n:
+        return v, steps + first_drop64(v, n), DROPPED
+    steps += np.int64(t)
+    if steps >= max_steps or w > LIMIT64:
+        return w, steps, HANDOVER
+    return w * THREE + ONE, steps + 1, RUNNING
+
+
+@njit(inline="always")
+def glide_pair(n1, v1, s1, n2, v2, s2, max_steps):
+    """glide_from for two one-word start values at once: (status1, glide1, status2, glide2).
+
+    Their rounds are independent, so the core overlaps them; this is what
+    the survivor walk spends its time on.
+    """
+    f1 = f2 = RUNNING
+    if v1 & ONE:
+        if v1 > LIMIT64:
+            f1 = HANDOVER
+        else:
+            v1, s1 = v1 * THREE + ONE, s1 + 1
+    if v2 & ONE:
+        if v2 > LIMIT64:
+            f2 = HANDOVER
+        else:
+            v2, s2 = v2 * THREE + ONE, s2 + 1
+    while f1 == RUNNING and f2 == RUNNING:
+        v1, s1, f1 = lane_round(v1, n1, s1, max_steps)
+        v2, s2, f2 = lane_round(v2, n2, s2, max_steps)
+    while f1 == RUNNING:
+        v1, s1, f1 = lane_round(v1, n1, s1, max_steps)
+    while f2 == RUNNING:
+        v2, s2, f2 = lane_round(v2, n2, s2, max_steps)
+    st1 = st2 = OK
+    if f1 == HANDOVER:
+        st1, s1 = glide_from(ZERO, n1, ZERO, v1, s1, max_steps)
+    if f2 == HANDOVER:
+        st2, s2 = glide_from(ZERO, n2, ZERO, v2, s2, max_steps)
+    return st1, s1, st2, s2

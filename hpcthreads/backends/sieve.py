@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from hpcthreads.backends.cpukernels import BLOCK_BITS, SIEVE_MASK, SIEVE_SHIFT, grow, put
-from hpcthreads.backends.glidewalk import glide_from
+from hpcthreads.backends.glidewalk import glide_from, glide_pair
 from hpcthreads.backends.wideops import OK, ONE, OVERFLOW, TOO_LONG, U64, ZERO, mul_add, next_start
 
 # Survivors' first step 3^c a + d stays inside 128 bits for n below 2^(64+12)
@@ -146,27 +146,48 @@ def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits
             stop = residue_index(sres, elo & smask)
         hbase, lbase = (ahi << sshift) | (alo >> back), alo << sshift
         while idx < stop:
-            b = sres[idx]
+            b1 = sres[idx]
             entry = spacked[idx]
-            idx += 1
             c = entry >> PACK_SHIFT
             vhi, vlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
-            status, glide = glide_from(hbase, lbase | b, vhi, vlo, np.int64(sbits) + np.int64(c), max_steps)
-            if status == OK and glide <= best:
-                continue
-            if status == OK and glide > max_steps:
-                status = TOO_LONG
-            i = np.int64((lbase | b) - slo)  # offsets are below 2^63
-            if status == TOO_LONG:
-                nl = put(long_, nl, U64(i), ZERO, ZERO)
-            elif status == OVERFLOW:
-                no = put(over, no, U64(i), ZERO, ZERO)
+            steps = np.int64(sbits) + np.int64(c)
+            b2 = ZERO
+            pair = False
+            if idx + 1 < stop and hbase == ZERO and vhi == ZERO:
+                b2 = sres[idx + 1]
+                entry = spacked[idx + 1]
+                c = entry >> PACK_SHIFT
+                whi, wlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
+                pair = whi == ZERO
+            if pair:
+                st1, g1, st2, g2 = glide_pair(
+                    lbase | b1, vlo, steps, lbase | b2, wlo, np.int64(sbits) + np.int64(c), max_steps
+                )
+                idx += 2
             else:
-                best = glide
-                ng = put(grec, ng, U64(i), ZERO, U64(glide))
-            if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
-                state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
-                return i + 1
+                st1, g1 = glide_from(hbase, lbase | b1, vhi, vlo, steps, max_steps)
+                st2, g2 = OK, np.int64(0)
+                idx += 1
+            if st1 == OK and g1 <= best and st2 == OK and g2 <= best:
+                continue
+            # In order: the first value, then the second of a pair
+            for k in range(2 if pair else 1):
+                status, glide, b = (st1, g1, b1) if k == 0 else (st2, g2, b2)
+                if status == OK and glide <= best:
+                    continue
+                if status == OK and glide > max_steps:
+                    status = TOO_LONG
+                i = np.int64((lbase | b) - slo)  # offsets are below 2^63
+                if status == TOO_LONG:
+                    nl = put(long_, nl, U64(i), ZERO, ZERO)
+                elif status == OVERFLOW:
+                    no = put(over, no, U64(i), ZERO, ZERO)
+                else:
+                    best = glide
+                    ng = put(grec, ng, U64(i), ZERO, U64(glide))
+                if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
+                    state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+                    return i + 1
         if ahi == lasthi and alo == lastlo:
             break
         idx = 0

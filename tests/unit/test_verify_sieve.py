@@ -64,7 +64,7 @@ def sieve_starts_at(start, count, chunk, bits):
         # Starts and values crossing 2^64, and the sieve's a crossing 2^64 (k = 3)
         (2**64 - 700, 1400, 350, 8),
         (2**67 - 600, 1200, 400, 3),
-        (FIRST_OVER_64 - 500, 1000, 250, 6),
+        (FIRST_OVER_64 - 500, 1000, 300, 6),  # FIRST_OVER_64 mid-chunk: it is a survivor
         # Near the sieve's 2^76 limit, and past it (every value followed)
         (2**76 - 600, 1200, 300, 8),
     ],
