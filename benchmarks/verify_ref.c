@@ -8,7 +8,8 @@
  * it drops below itself, survivors from 3^c a + T^k(b) after their first k
  * steps, taken a by a and residue by residue. A round is one 3v+1 and all the
  * halvings after it (count of trailing zeros), in 64-bit words while the
- * start and the value fit and in unsigned __int128 otherwise. It
+ * start and the value fit and in unsigned __int128 otherwise; survivors that
+ * fit in 64-bit words are walked two at a time, round for round. It
  * reports the number of start values covered, the maximum glide (standard
  * steps) with its smallest n, and the seconds of the main loop only.
  *
@@ -23,6 +24,7 @@
 #include <time.h>
 
 typedef unsigned __int128 u128;
+#define LIMIT64 0x5555555555555554ull /* 3v+1 fits in 64 bits iff v <= LIMIT64 */
 
 static uint64_t *sres, *sc, *st, nsurv;
 static int64_t glide_max;
@@ -129,6 +131,60 @@ static inline int64_t glide_from(u128 n, u128 v, int64_t steps)
     }
 }
 
+/* One round of a one-word lane (v even): 1 when it dropped (*s is the glide),
+ * 2 when glide_from must go on from (v odd, *s), 0 to go on here. */
+static inline int lane_round(uint64_t *v, uint64_t n, int64_t *s)
+{
+    int t = __builtin_ctzll(*v);
+    uint64_t w = *v >> t;
+    if (w < n) {
+        int64_t j = __builtin_clzll(n) - __builtin_clzll(*v);
+        if (j < 1)
+            j = 1;
+        if ((*v >> j) >= n)
+            j++;
+        *s += j;
+        return 1;
+    }
+    *s += t;
+    if (w > LIMIT64) {
+        *v = w;
+        return 2;
+    }
+    *v = 3 * w + 1, *s += 1;
+    return 0;
+}
+
+/* Glides of two one-word start values at once: their rounds overlap in the core. */
+static inline void glide_pair(u128 n1, u128 v1, int64_t s1, u128 n2, u128 v2, int64_t s2, int64_t *g1,
+                              int64_t *g2)
+{
+    uint64_t a = (uint64_t)v1, b = (uint64_t)v2;
+    int f1 = 0, f2 = 0;
+    if (a & 1) {
+        if (a > LIMIT64)
+            f1 = 2;
+        else
+            a = 3 * a + 1, s1++;
+    }
+    if (b & 1) {
+        if (b > LIMIT64)
+            f2 = 2;
+        else
+            b = 3 * b + 1, s2++;
+    }
+    while (!f1 && !f2) {
+        f1 = lane_round(&a, (uint64_t)n1, &s1);
+        f2 = lane_round(&b, (uint64_t)n2, &s2);
+    }
+    while (!f1)
+        f1 = lane_round(&a, (uint64_t)n1, &s1);
+    while (!f2)
+        f2 = lane_round(&b, (uint64_t)n2, &s2);
+    *g1 = f1 == 2 ? glide_from(n1, a, s1) : s1;
+    *g2 = f2 == 2 ? glide_from(n2, b, s2) : s2;
+}
+
 static const char *u128_str(u128 v, char *buf)
 {
     char tmp[40];
@@ -181,15 +237,32 @@ int main(int argc, char **argv)
         else
             hi = mid;
     }
-    for (uint64_t i = lo;; i++) {
+    for (uint64_t i = lo;;) {
         if (i == nsurv)
             i = 0, a++;
         u128 m = (a << bits) | sres[i];
         if (m >= end)
             break;
-        int64_t g = glide_from(m, (u128)pow3[sc[i]] * a + st[i], bits + (int64_t)sc[i]);
+        u128 v = (u128)pow3[sc[i]] * a + st[i];
+        int64_t g, g2 = -1;
+        u128 m2 = 0, v2 = 0;
+        int pair = 0;
+        if (i + 1 < nsurv) {
+            m2 = (a << bits) | sres[i + 1];
+            v2 = (u128)pow3[sc[i + 1]] * a + st[i + 1];
+            pair = m2 < end && ((m2 | v | v2) >> 64) == 0;
+        }
+        if (pair) {
+            glide_pair(m, v, bits + (int64_t)sc[i], m2, v2, bits + (int64_t)sc[i + 1], &g, &g2);
+            i += 2;
+        } else {
+            g = glide_from(m, v, bits + (int64_t)sc[i]);
+            i += 1;
+        }
         if (g > best)
             best = g, best_n = m;
+        if (g2 > best)
+            best = g2, best_n = m2;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
