@@ -22,12 +22,15 @@ from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
 from hpcthreads.backends.wideops import (
     LIMIT64,
+    LIMIT128_HI,
+    LIMIT128_LO,
     OK,
     ONE,
     OVERFLOW,
     THREE,
     TOO_LONG,
     ZERO,
+    below,
     halve,
     less,
     mul_add,
@@ -153,4 +156,52 @@ def glide_pair(n1, v1, s1, n2, v2, s2, max_steps):
         st1, s1 = glide_from(ZERO, n1, ZERO, v1, s1, max_steps)
     if f2 == HANDOVER:
         st2, s2 = glide_from(ZERO, n2, ZERO, v2, s2, max_steps)
+    return st1, s1, st2, s2
+
+
+@njit(inline="always")
+def lane_round2(vhi, vlo, nhi, nlo, steps, max_steps):
+    """lane_round in two words: (vhi, vlo, steps, lane state); HANDOVER when 3v+1 may leave 128 bits."""
+    whi, wlo, t = shift_out_zeros(vhi, vlo)
+    if below(whi, wlo, nhi, nlo):
+        while True:
+            vhi, vlo = halve(vhi, vlo)
+            steps += 1
+            if less(vhi, vlo, nhi, nlo):
+                return vhi, vlo, steps, DROPPED
+    steps += t
+    if steps >= max_steps or below(LIMIT128_HI, LIMIT128_LO, whi, wlo):
+        return whi, wlo, steps, HANDOVER
+    vhi, vlo = triple_plus_one(whi, wlo)
+    return vhi, vlo, steps + 1, RUNNING
+
+
+@njit(inline="always")
+def glide_pair2(n1hi, n1lo, v1hi, v1lo, s1, n2hi, n2lo, v2hi, v2lo, s2, max_steps):
+    """glide_pair in two words, for start values or values at or past 2^64."""
+    f1 = f2 = RUNNING
+    if v1lo & ONE:
+        if too_big_for_odd_step(v1hi, v1lo):
+            f1 = HANDOVER
+        else:
+            v1hi, v1lo = triple_plus_one(v1hi, v1lo)
+            s1 += 1
+    if v2lo & ONE:
+        if too_big_for_odd_step(v2hi, v2lo):
+            f2 = HANDOVER
+        else:
+            v2hi, v2lo = triple_plus_one(v2hi, v2lo)
+            s2 += 1
+    while f1 == RUNNING and f2 == RUNNING:
+        v1hi, v1lo, s1, f1 = lane_round2(v1hi, v1lo, n1hi, n1lo, s1, max_steps)
+        v2hi, v2lo, s2, f2 = lane_round2(v2hi, v2lo, n2hi, n2lo, s2, max_steps)
+    while f1 == RUNNING:
+        v1hi, v1lo, s1, f1 = lane_round2(v1hi, v1lo, n1hi, n1lo, s1, max_steps)
+    while f2 == RUNNING:
+        v2hi, v2lo, s2, f2 = lane_round2(v2hi, v2lo, n2hi, n2lo, s2, max_steps)
+    st1 = st2 = OK
+    if f1 == HANDOVER:
+        st1, s1 = glide_from(n1hi, n1lo, v1hi, v1lo, s1, max_steps)
+    if f2 == HANDOVER:
+        st2, s2 = glide_from(n2hi, n2lo, v2hi, v2lo, s2, max_steps)
     return st1, s1, st2, s2

@@ -21,7 +21,7 @@ import numpy as np
 from numba import njit
 
 from hpcthreads.backends.cpukernels import BLOCK_BITS, SIEVE_MASK, SIEVE_SHIFT, grow, put
-from hpcthreads.backends.glidewalk import glide_from, glide_pair
+from hpcthreads.backends.glidewalk import glide_from, glide_pair, glide_pair2
 from hpcthreads.backends.wideops import OK, ONE, OVERFLOW, TOO_LONG, U64, ZERO, mul_add, next_start
 
 # Survivors' first step 3^c a + d stays inside 128 bits for n below 2^(64+12)
@@ -152,17 +152,19 @@ def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits
             vhi, vlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
             steps = np.int64(sbits) + np.int64(c)
             b2 = ZERO
-            pair = False
-            if idx + 1 < stop and hbase == ZERO and vhi == ZERO:
+            pair = idx + 1 < stop
+            if pair:
                 b2 = sres[idx + 1]
                 entry = spacked[idx + 1]
                 c = entry >> PACK_SHIFT
                 whi, wlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
-                pair = whi == ZERO
-            if pair:
-                st1, g1, st2, g2 = glide_pair(
-                    lbase | b1, vlo, steps, lbase | b2, wlo, np.int64(sbits) + np.int64(c), max_steps
-                )
+                steps2 = np.int64(sbits) + np.int64(c)
+                if hbase == ZERO and vhi == ZERO and whi == ZERO:
+                    st1, g1, st2, g2 = glide_pair(lbase | b1, vlo, steps, lbase | b2, wlo, steps2, max_steps)
+                else:
+                    st1, g1, st2, g2 = glide_pair2(
+                        hbase, lbase | b1, vhi, vlo, steps, hbase, lbase | b2, whi, wlo, steps2, max_steps
+                    )
                 idx += 2
             else:
                 st1, g1 = glide_from(hbase, lbase | b1, vhi, vlo, steps, max_steps)
