@@ -8,8 +8,8 @@
  * it drops below itself, survivors from 3^c a + T^k(b) after their first k
  * steps, taken a by a and residue by residue. A round is one 3v+1 and all the
  * halvings after it (count of trailing zeros), in 64-bit words while the
- * start and the value fit and in unsigned __int128 otherwise; survivors that
- * fit in 64-bit words are walked two at a time, round for round. It
+ * start and the value fit and in unsigned __int128 otherwise; survivors are
+ * walked two at a time, round for round. It
  * reports the number of start values covered, the maximum glide (standard
  * steps) with its smallest n, and the seconds of the main loop only.
  *
@@ -185,6 +185,39 @@ static inline void glide_pair(u128 n1, u128 v1, int64_t s1, u128 n2, u128 v2, in
     *g2 = f2 == 2 ? glide_from(n2, b, s2) : s2;
 }
 
+/* The same in unsigned __int128, for start values or values at or past 2^64. */
+static inline int lane_round2(u128 *v, u128 n, int64_t *s)
+{
+    uint64_t lo = (uint64_t)*v;
+    int t = lo ? __builtin_ctzll(lo) : 64 + __builtin_ctzll((uint64_t)(*v >> 64));
+    u128 w = *v >> t;
+    if (w < n) {
+        *s += first_drop(*v, n);
+        return 1;
+    }
+    *v = 3 * w + 1, *s += t + 1; /* the benchmark's ranges stay far below 2^126 */
+    return 0;
+}
+
+static inline void glide_pair2(u128 n1, u128 v1, int64_t s1, u128 n2, u128 v2, int64_t s2, int64_t *g1,
+                               int64_t *g2)
+{
+    int f1 = 0, f2 = 0;
+    if (v1 & 1)
+        v1 = 3 * v1 + 1, s1++;
+    if (v2 & 1)
+        v2 = 3 * v2 + 1, s2++;
+    while (!f1 && !f2) {
+        f1 = lane_round2(&v1, n1, &s1);
+        f2 = lane_round2(&v2, n2, &s2);
+    }
+    while (!f1)
+        f1 = lane_round2(&v1, n1, &s1);
+    while (!f2)
+        f2 = lane_round2(&v2, n2, &s2);
+    *g1 = s1, *g2 = s2;
+}
+
 static const char *u128_str(u128 v, char *buf)
 {
     char tmp[40];
@@ -250,9 +283,12 @@ int main(int argc, char **argv)
         if (i + 1 < nsurv) {
             m2 = (a << bits) | sres[i + 1];
             v2 = (u128)pow3[sc[i + 1]] * a + st[i + 1];
-            pair = m2 < end && ((m2 | v | v2) >> 64) == 0;
+            pair = m2 < end ? 1 + (((m2 | v | v2) >> 64) != 0) : 0;
         }
-        if (pair) {
+        if (pair == 2) {
+            glide_pair2(m, v, bits + (int64_t)sc[i], m2, v2, bits + (int64_t)sc[i + 1], &g, &g2);
+            i += 2;
+        } else if (pair) {
             glide_pair(m, v, bits + (int64_t)sc[i], m2, v2, bits + (int64_t)sc[i + 1], &g, &g2);
             i += 2;
         } else {
