@@ -8,9 +8,10 @@ without being touched once the chunk's running maximum glide has reached
 the glide records and the maximum stay those of the plain computation. Until
 then, and wherever the sieve's conditions do not hold, every value is
 followed. Survivors start from 3^c a + T^k(b) after k steps, taken a by a
-and residue by residue, and continue with glidewalk.glide_from (an odd step
-and all its halvings per round, one word while the values fit), so the glide
-is exact.
+and residue by residue, and continue by rounds of one odd step and all its
+halvings (glidewalk; one word while the values fit, two survivors at a time
+so that their rounds overlap), so the glide is exact and records are taken
+in order of n.
 
 A 3^k sieve is not used, see the note at the end of this module.
 """
@@ -123,7 +124,8 @@ def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits
 
     Start values n = 2^k a + b are taken a by a, and for each a residue by
     residue: n and its value after k steps, 3^c a + d, are one shift and one
-    multiply-add from the residue's table entry.
+    multiply-add from the residue's table entry. Survivors go by pairs of
+    consecutive residues; the pair's results are then taken first, second.
     """
     sshift = U64(sbits)
     back = U64(64) - sshift
