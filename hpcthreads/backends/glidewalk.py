@@ -10,8 +10,10 @@ the bit lengths. Values stay in one word while the start and the value fit
 (3v+1 < 2^64) and move to two words otherwise; a 3v+1 that would leave 128
 bits stops with OVERFLOW, for the exact path.
 
-Only scalars go in and out (see wideops), so the helper costs nothing to
-inline in the scans.
+`glide_pair` and `glide_pair2` walk two start values round for round (their
+rounds are independent, so the core overlaps them), the survivor walk's
+main loop. Only scalars go in and out (see wideops): no reference counting
+whether a helper is inlined or called.
 """
 
 from __future__ import annotations
@@ -105,6 +107,18 @@ def glide_from(nhi, nlo, vhi, vlo, steps, max_steps):
         steps += 1
 
 
+@njit(cache=True)
+def glide_rest(nhi, nlo, vhi, vlo, steps, max_steps):
+    """glide_from as a call, for what leaves the lanes below and for single values.
+
+    glide_rest, glide_pair and glide_pair2 are calls rather than inlined:
+    inlining them everywhere made the verify kernels take 3-4 times as long to
+    compile (Numba, cold cache) for no measurable speed (scalars only, a few
+    ns per call).
+    """
+    return glide_from(nhi, nlo, vhi, vlo, steps, max_steps)
+
+
 # Lanes of glide_pair
 RUNNING, DROPPED, HANDOVER = range(3)
 
@@ -126,7 +140,7 @@ def lane_round(v, n, steps, max_steps):
     return w * THREE + ONE, steps + 1, RUNNING
 
 
-@njit(inline="always")
+@njit(cache=True)
 def glide_pair(n1, v1, s1, n2, v2, s2, max_steps):
     """glide_from for two one-word start values at once: (status1, glide1, status2, glide2).
 
@@ -153,9 +167,9 @@ def glide_pair(n1, v1, s1, n2, v2, s2, max_steps):
         v2, s2, f2 = lane_round(v2, n2, s2, max_steps)
     st1 = st2 = OK
     if f1 == HANDOVER:
-        st1, s1 = glide_from(ZERO, n1, ZERO, v1, s1, max_steps)
+        st1, s1 = glide_rest(ZERO, n1, ZERO, v1, s1, max_steps)
     if f2 == HANDOVER:
-        st2, s2 = glide_from(ZERO, n2, ZERO, v2, s2, max_steps)
+        st2, s2 = glide_rest(ZERO, n2, ZERO, v2, s2, max_steps)
     return st1, s1, st2, s2
 
 
@@ -176,7 +190,7 @@ def lane_round2(vhi, vlo, nhi, nlo, steps, max_steps):
     return vhi, vlo, steps + 1, RUNNING
 
 
-@njit(inline="always")
+@njit(cache=True)
 def glide_pair2(n1hi, n1lo, v1hi, v1lo, s1, n2hi, n2lo, v2hi, v2lo, s2, max_steps):
     """glide_pair in two words, for start values or values at or past 2^64."""
     f1 = f2 = RUNNING
@@ -201,7 +215,7 @@ def glide_pair2(n1hi, n1lo, v1hi, v1lo, s1, n2hi, n2lo, v2hi, v2lo, s2, max_step
         v2hi, v2lo, s2, f2 = lane_round2(v2hi, v2lo, n2hi, n2lo, s2, max_steps)
     st1 = st2 = OK
     if f1 == HANDOVER:
-        st1, s1 = glide_from(n1hi, n1lo, v1hi, v1lo, s1, max_steps)
+        st1, s1 = glide_rest(n1hi, n1lo, v1hi, v1lo, s1, max_steps)
     if f2 == HANDOVER:
-        st2, s2 = glide_from(n2hi, n2lo, v2hi, v2lo, s2, max_steps)
+        st2, s2 = glide_rest(n2hi, n2lo, v2hi, v2lo, s2, max_steps)
     return st1, s1, st2, s2

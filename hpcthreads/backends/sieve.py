@@ -22,7 +22,7 @@ import numpy as np
 from numba import njit
 
 from hpcthreads.backends.cpukernels import BLOCK_BITS, SIEVE_MASK, SIEVE_SHIFT, grow, put
-from hpcthreads.backends.glidewalk import glide_from, glide_pair, glide_pair2
+from hpcthreads.backends.glidewalk import glide_pair, glide_pair2, glide_rest
 from hpcthreads.backends.wideops import OK, ONE, OVERFLOW, TOO_LONG, U64, ZERO, mul_add, next_start
 
 # Survivors' first step 3^c a + d stays inside 128 bits for n below 2^(64+12)
@@ -100,7 +100,7 @@ def scan_verify(
             if (sieve >> SIEVE_SHIFT) != ZERO and (nhi != ZERO or (nlo >> bits) >= (sieve & SIEVE_MASK)):
                 glide = np.int64(sieve >> SIEVE_SHIFT)
             else:
-                status, glide = glide_from(nhi, nlo, nhi, nlo, 0, max_steps)
+                status, glide = glide_rest(nhi, nlo, nhi, nlo, 0, max_steps)
         if glide == -1:
             glide = 0
         if status == OK and glide > max_steps:
@@ -169,7 +169,7 @@ def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits
                     )
                 idx += 2
             else:
-                st1, g1 = glide_from(hbase, lbase | b1, vhi, vlo, steps, max_steps)
+                st1, g1 = glide_rest(hbase, lbase | b1, vhi, vlo, steps, max_steps)
                 st2, g2 = OK, np.int64(0)
                 idx += 1
             if st1 == OK and g1 <= best and st2 == OK and g2 <= best:
