@@ -2,11 +2,17 @@
 
 For each start offset (2**40, 2**64) and sieve size, the script verifies the
 same range [offset, offset + count) with hpcthreads' numba-cpu backend and
-with ``benchmarks/verify_ref.c`` (the same algorithm written plainly in C:
-the same sieve, survivors followed step by step in unsigned __int128),
-alternating the two and keeping the best of ``--repeat`` runs of each. Both
-must agree on the maximum glide and its n. It prints integers covered per
-second of each and their ratio.
+with ``benchmarks/verify_ref.c``, alternating the two and keeping the best of
+``--repeat`` runs of each. Both run the same algorithm: the same 2^k sieve
+(every value followed until the running maximum glide reaches the sieve's
+largest skipped glide, then only survivors, a by a and residue by residue,
+from 3^c a + d after k steps), survivors walked by rounds of one 3v+1 and all
+its halvings (count of trailing zeros), in 64-bit words while the start and
+the value fit, else in two words, two survivors at a time. The C side keeps
+only the maximum glide; numba-cpu also keeps every glide record, the values
+past the step bound and the 128-bit overflow checks. Both must agree on the
+maximum glide and its n. It prints integers covered per second of each and
+their ratio.
 
 Run from the repository root::
 

@@ -4,9 +4,12 @@
  * The same algorithm as the numba-cpu kernel, written plainly: residues b mod
  * 2^k that drop below the start within k steps of T (T(n) = n/2 or (3n+1)/2)
  * are sieved out once the running maximum glide has reached the largest glide
- * a sieved-out residue can have; every other start value is followed in
- * unsigned __int128 (an odd step and its halving at once) until it drops
- * below itself, survivors from 3^c a + T^k(b) after their first k steps. It
+ * a sieved-out residue can have; every other start value is followed until
+ * it drops below itself, survivors from 3^c a + T^k(b) after their first k
+ * steps, taken a by a and residue by residue. A round is one 3v+1 and all the
+ * halvings after it (count of trailing zeros), in 64-bit words while the
+ * start and the value fit and in unsigned __int128 otherwise; survivors are
+ * walked two at a time, round for round. It
  * reports the number of start values covered, the maximum glide (standard
  * steps) with its smallest n, and the seconds of the main loop only.
  *
@@ -21,6 +24,7 @@
 #include <time.h>
 
 typedef unsigned __int128 u128;
+#define LIMIT64 0x5555555555555554ull /* 3v+1 fits in 64 bits iff v <= LIMIT64 */
 
 static uint64_t *sres, *sc, *st, nsurv;
 static int64_t glide_max;
@@ -82,20 +86,136 @@ static int build_sieve(int bits)
     return 0;
 }
 
-/* Glide of n >= 2 from value v after `steps` standard steps without a drop. */
+/* The least j >= 1 with v >> j < n, for n <= v (a run of halvings that ends below n). */
+static inline int64_t first_drop(u128 v, u128 n)
+{
+    int64_t j = 1;
+    while ((v >> j) >= n)
+        j++;
+    return j;
+}
+
+/* Glide of n >= 2 from value v after `steps` standard steps without a drop: per
+ * round one 3v+1 and all its halvings at once (count of trailing zeros); in
+ * 64-bit words while n and 3v+1 fit, in unsigned __int128 otherwise. */
 static inline int64_t glide_from(u128 n, u128 v, int64_t steps)
 {
-    for (;;) {
-        if (v & 1) {
-            v = (3 * v + 1) >> 1; /* the benchmark's ranges stay far below 2^126 */
-            steps += 2;
-        } else {
-            v >>= 1;
-            steps += 1;
-            if (v < n)
-                return steps;
+    if (v & 1)
+        v = 3 * v + 1, steps++;
+    if ((n >> 64) == 0) {
+        uint64_t n64 = (uint64_t)n;
+        while ((v >> 64) == 0) {
+            uint64_t x = (uint64_t)v;
+            int t = __builtin_ctzll(x);
+            uint64_t w = x >> t;
+            if (w < n64) {
+                int64_t j = __builtin_clzll(n64) - __builtin_clzll(x);
+                if (j < 1)
+                    j = 1;
+                if ((x >> j) >= n64)
+                    j++;
+                return steps + j;
+            }
+            steps += t;
+            v = 3 * (u128)w + 1, steps++;
         }
     }
+    for (;;) { /* the benchmark's ranges stay far below 2^126 */
+        uint64_t lo = (uint64_t)v;
+        int t = lo ? __builtin_ctzll(lo) : 64 + __builtin_ctzll((uint64_t)(v >> 64));
+        u128 w = v >> t;
+        if (w < n)
+            return steps + first_drop(v, n);
+        steps += t;
+        v = 3 * w + 1, steps++;
+    }
+}
+
+/* One round of a one-word lane (v even): 1 when it dropped (*s is the glide),
+ * 2 when glide_from must go on from (v odd, *s), 0 to go on here. */
+static inline int lane_round(uint64_t *v, uint64_t n, int64_t *s)
+{
+    int t = __builtin_ctzll(*v);
+    uint64_t w = *v >> t;
+    if (w < n) {
+        int64_t j = __builtin_clzll(n) - __builtin_clzll(*v);
+        if (j < 1)
+            j = 1;
+        if ((*v >> j) >= n)
+            j++;
+        *s += j;
+        return 1;
+    }
+    *s += t;
+    if (w > LIMIT64) {
+        *v = w;
+        return 2;
+    }
+    *v = 3 * w + 1, *s += 1;
+    return 0;
+}
+
+/* Glides of two one-word start values at once: their rounds overlap in the core. */
+static inline void glide_pair(u128 n1, u128 v1, int64_t s1, u128 n2, u128 v2, int64_t s2, int64_t *g1,
+                              int64_t *g2)
+{
+    uint64_t a = (uint64_t)v1, b = (uint64_t)v2;
+    int f1 = 0, f2 = 0;
+    if (a & 1) {
+        if (a > LIMIT64)
+            f1 = 2;
+        else
+            a = 3 * a + 1, s1++;
+    }
+    if (b & 1) {
+        if (b > LIMIT64)
+            f2 = 2;
+        else
+            b = 3 * b + 1, s2++;
+    }
+    while (!f1 && !f2) {
+        f1 = lane_round(&a, (uint64_t)n1, &s1);
+        f2 = lane_round(&b, (uint64_t)n2, &s2);
+    }
+    while (!f1)
+        f1 = lane_round(&a, (uint64_t)n1, &s1);
+    while (!f2)
+        f2 = lane_round(&b, (uint64_t)n2, &s2);
+    *g1 = f1 == 2 ? glide_from(n1, a, s1) : s1;
+    *g2 = f2 == 2 ? glide_from(n2, b, s2) : s2;
+}
+
+/* The same in unsigned __int128, for start values or values at or past 2^64. */
+static inline int lane_round2(u128 *v, u128 n, int64_t *s)
+{
+    uint64_t lo = (uint64_t)*v;
+    int t = lo ? __builtin_ctzll(lo) : 64 + __builtin_ctzll((uint64_t)(*v >> 64));
+    u128 w = *v >> t;
+    if (w < n) {
+        *s += first_drop(*v, n);
+        return 1;
+    }
+    *v = 3 * w + 1, *s += t + 1; /* the benchmark's ranges stay far below 2^126 */
+    return 0;
+}
+
+static inline void glide_pair2(u128 n1, u128 v1, int64_t s1, u128 n2, u128 v2, int64_t s2, int64_t *g1,
+                               int64_t *g2)
+{
+    int f1 = 0, f2 = 0;
+    if (v1 & 1)
+        v1 = 3 * v1 + 1, s1++;
+    if (v2 & 1)
+        v2 = 3 * v2 + 1, s2++;
+    while (!f1 && !f2) {
+        f1 = lane_round2(&v1, n1, &s1);
+        f2 = lane_round2(&v2, n2, &s2);
+    }
+    while (!f1)
+        f1 = lane_round2(&v1, n1, &s1);
+    while (!f2)
+        f2 = lane_round2(&v2, n2, &s2);
+    *g1 = s1, *g2 = s2;
 }
 
 static const char *u128_str(u128 v, char *buf)
@@ -150,15 +270,35 @@ int main(int argc, char **argv)
         else
             hi = mid;
     }
-    for (uint64_t i = lo;; i++) {
+    for (uint64_t i = lo;;) {
         if (i == nsurv)
             i = 0, a++;
         u128 m = (a << bits) | sres[i];
         if (m >= end)
             break;
-        int64_t g = glide_from(m, (u128)pow3[sc[i]] * a + st[i], bits + (int64_t)sc[i]);
+        u128 v = (u128)pow3[sc[i]] * a + st[i];
+        int64_t g, g2 = -1;
+        u128 m2 = 0, v2 = 0;
+        int pair = 0;
+        if (i + 1 < nsurv) {
+            m2 = (a << bits) | sres[i + 1];
+            v2 = (u128)pow3[sc[i + 1]] * a + st[i + 1];
+            pair = m2 < end ? 1 + (((m2 | v | v2) >> 64) != 0) : 0;
+        }
+        if (pair == 2) {
+            glide_pair2(m, v, bits + (int64_t)sc[i], m2, v2, bits + (int64_t)sc[i + 1], &g, &g2);
+            i += 2;
+        } else if (pair) {
+            glide_pair(m, v, bits + (int64_t)sc[i], m2, v2, bits + (int64_t)sc[i + 1], &g, &g2);
+            i += 2;
+        } else {
+            g = glide_from(m, v, bits + (int64_t)sc[i]);
+            i += 1;
+        }
         if (g > best)
             best = g, best_n = m;
+        if (g2 > best)
+            best = g2, best_n = m2;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);

@@ -93,9 +93,9 @@ class NumbaCPUBackend(BaseBackend):
         self, start: int, count: int, max_steps: int, sieve_bits: int = DEFAULT_SIEVE_BITS
     ) -> VerifyRaw:
         shi, slo = split_words(start)
-        _, _, _, hot, cold, pow3, _ = self._tables
+        cold, pow3 = self._tables[4:6]
         out = self._sieve.verify_range(
-            np.uint64(shi), np.uint64(slo), count, max_steps, hot, cold, pow3, *_sieve(sieve_bits)
+            np.uint64(shi), np.uint64(slo), count, max_steps, cold, pow3, *_sieve(sieve_bits)
         )
         return VerifyRaw(*out)
 

@@ -7,13 +7,13 @@ without being touched once the chunk's running maximum glide has reached
 `glide_max`: from then on none of them can be a (strict) glide record, so
 the glide records and the maximum stay those of the plain computation. Until
 then, and wherever the sieve's conditions do not hold, every value is
-followed. Survivors start from 3^c a + T^k(b) after k steps and continue by
-blocks of BLOCK_BITS steps, skipping a block whenever its lower bound stays
-at or above n and walking it step by step otherwise, so the glide is exact.
+followed. Survivors start from 3^c a + T^k(b) after k steps, taken a by a
+and residue by residue, and continue by rounds of one odd step and all its
+halvings (glidewalk; one word while the values fit, two survivors at a time
+so that their rounds overlap), so the glide is exact and records are taken
+in order of n.
 
-A 3^k sieve (skipping n = 3m + 2, reached from the smaller 2m + 1) is not
-used: it proves convergence but leaves the glide of the skipped values
-unknown, and the glide records must stay exact.
+A 3^k sieve is not used, see the note at the end of this module.
 """
 
 from __future__ import annotations
@@ -22,26 +22,11 @@ import numpy as np
 from numba import njit
 
 from hpcthreads.backends.cpukernels import BLOCK_BITS, SIEVE_MASK, SIEVE_SHIFT, grow, put
-from hpcthreads.backends.wideops import (
-    LIMIT64,
-    MASK32,
-    OK,
-    ONE,
-    OVERFLOW,
-    THREE,
-    TOO_LONG,
-    U64,
-    ZERO,
-    less,
-    mul_add,
-    next_start,
-    walk,
-)
+from hpcthreads.backends.glidewalk import glide_pair, glide_pair2, glide_rest
+from hpcthreads.backends.wideops import OK, ONE, OVERFLOW, TOO_LONG, U64, ZERO, mul_add, next_start
 
 # Survivors' first step 3^c a + d stays inside 128 bits for n below 2^(64+12)
 SIEVE_LIMIT_HI = U64(1 << 12)
-BLOCK_LIMIT_HI = U64(1 << 32)
-WALK64_LIMIT = U64(1 << 53)
 PACK_SHIFT = U64(56)
 PACK_MASK = U64((1 << 56) - 1)
 # Scan state
@@ -49,9 +34,7 @@ NG, NL, NO, BEST = range(4)
 
 
 @njit(cache=True)
-def verify_range(
-    shi, slo, count, max_steps, hot, cold, pow3, sres, spacked, sbits, glide_max, exact_from
-):  # fmt: skip
+def verify_range(shi, slo, count, max_steps, cold, pow3, sres, spacked, sbits, glide_max, exact_from):
     """Convergence check of [start, start+count).
 
     Returns (glide_records, too_long, overflows): chunk-local glide records as
@@ -66,7 +49,7 @@ def verify_range(
     i = 0
     while True:
         i = scan_verify(
-            shi, slo, i, count, max_steps, hot, cold, pow3, sres, spacked, sbits, glide_max, exact_from,
+            shi, slo, i, count, max_steps, cold, pow3, sres, spacked, sbits, glide_max, exact_from,
             grec, long_, over, state,
         )  # fmt: skip
         if i >= count:
@@ -79,126 +62,45 @@ def verify_range(
 
 @njit(cache=True)
 def scan_verify(
-    shi, slo, first, count, max_steps, hot, cold, pow3, sres, spacked, sbits, glide_max, exact_from,
+    shi, slo, first, count, max_steps, cold, pow3, sres, spacked, sbits, glide_max, exact_from,
     grec, long_, over, state,
 ):  # fmt: skip
-    """The loop of `verify_range` from offset `first`; returns where it stopped."""
+    """The loop of `verify_range` from offset `first`; returns where it stopped.
+
+    Every value is followed until the sieve applies (the running maximum glide
+    has reached `glide_max` and n >= `exact_from`), only survivors after.
+    """
     bits = U64(BLOCK_BITS)
-    back = U64(64 - BLOCK_BITS)
     mask = U64((1 << BLOCK_BITS) - 1)
-    sshift = U64(sbits)
-    smask = (ONE << sshift) - ONE
-    nsurv = sres.shape[0]
     ng, nl, no, best = state[NG], state[NL], state[NO], state[BEST]
-    idx = -1  # the next survivor's index, found again on entry
     # The last start value decides whether the sieve's first step fits in 128 bits
     ehi, elo = shi, slo + U64(count - 1)
     if elo < slo:
         ehi += ONE
-    sieve_ok = nsurv > 0 and max_steps >= glide_max and ehi < SIEVE_LIMIT_HI
+    sieve_ok = sres.shape[0] > 0 and max_steps >= glide_max and ehi < SIEVE_LIMIT_HI
     nhi, nlo = shi, slo + U64(first)
     if nlo < slo:
         nhi += ONE
-    ahi = alo = ZERO
     i = first
     while i < count:
         if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
             break
+        if sieve_ok and best >= glide_max and (nhi != ZERO or nlo >= exact_from):
+            state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+            return scan_survivors(
+                shi, slo, i, count, max_steps, pow3, sres, spacked, sbits, grec, long_, over, state
+            )
         status = OK
         glide = 0
-        if sieve_ok and best >= glide_max and (nhi != ZERO or nlo >= exact_from):
-            # Jump to the next survivor at or after n
-            if idx < 0:
-                ahi, alo = nhi >> sshift, (nlo >> sshift) | (nhi << (U64(64) - sshift))
-                # The first survivor residue at or above n's (a binary search)
-                lo_, hi_, want = 0, nsurv, nlo & smask
-                while lo_ < hi_:
-                    mid = (lo_ + hi_) // 2
-                    if sres[mid] < want:
-                        lo_ = mid + 1
-                    else:
-                        hi_ = mid
-                idx = lo_
-            if idx == nsurv:
-                alo += ONE
-                if alo == ZERO:
-                    ahi += ONE
-                idx = 0
-            b = sres[idx]
-            nhi = (ahi << sshift) | (alo >> (U64(64) - sshift))
-            nlo = (alo << sshift) | b
-            i = np.int64(nlo - slo)  # offsets are below 2^63
-            if i >= count:
-                break
-            idx += 1
-            entry = spacked[idx - 1]
-            c = entry >> PACK_SHIFT
-            vhi, vlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
-            steps = np.int64(sbits) + np.int64(c)
+        if nhi == ZERO and nlo == ONE:
+            glide = -1  # glide(1) = 0 by definition
         else:
-            idx = -1
-            vhi, vlo = nhi, nlo
-            steps = 0
-            if nhi == ZERO and nlo == ONE:
-                glide = -1  # glide(1) = 0 by definition
+            # The block table's glide sieve: n drops within its first block
+            sieve = cold[2 * (nlo & mask) + ONE]
+            if (sieve >> SIEVE_SHIFT) != ZERO and (nhi != ZERO or (nlo >> bits) >= (sieve & SIEVE_MASK)):
+                glide = np.int64(sieve >> SIEVE_SHIFT)
             else:
-                sieve = cold[2 * (nlo & mask) + ONE]
-                a_ok = nhi != ZERO or (nlo >> bits) >= (sieve & SIEVE_MASK)
-                if (sieve >> SIEVE_SHIFT) != ZERO and a_ok:
-                    glide = np.int64(sieve >> SIEVE_SHIFT)
-        phi = plo = ZERO
-        if glide == 0 and vhi == ZERO and nhi == ZERO:
-            # One word, step by step: most survivors drop within a few dozen steps
-            while steps < max_steps and vlo <= LIMIT64:
-                if vlo & ONE:
-                    vlo = (vlo * THREE + ONE) >> ONE
-                    steps += 2
-                else:
-                    vlo >>= ONE
-                    steps += 1
-                    if vlo < nlo:
-                        glide = steps
-                        break
-        while glide == 0:
-            if steps >= max_steps:
-                status = TOO_LONG
-                break
-            if vhi >= BLOCK_LIMIT_HI:
-                status, vhi, vlo, phi, plo, steps, glide = walk(
-                    vhi, vlo, nhi, nlo, phi, plo, steps, glide, BLOCK_BITS
-                )
-                if status != OK:
-                    break
-                continue
-            b16 = vlo & mask
-            bhi = vhi >> bits
-            blo = (vlo >> bits) | (vhi << back)
-            bound = cold[2 * b16]
-            lhi, llo = mul_add(bhi, blo, bound & MASK32, bound >> U64(32))
-            if less(lhi, llo, nhi, nlo) and vhi == ZERO and nhi == ZERO and vlo < WALK64_LIMIT:
-                # One word holds the next BLOCK_BITS steps of T: (3/2)^16 < 2^10
-                for _ in range(BLOCK_BITS):
-                    if vlo & ONE:
-                        vlo = (vlo * THREE + ONE) >> ONE
-                        steps += 2
-                    else:
-                        vlo >>= ONE
-                        steps += 1
-                        if vlo < nlo:
-                            glide = steps
-                            break
-                continue
-            if less(lhi, llo, nhi, nlo):
-                status, vhi, vlo, phi, plo, steps, glide = walk(
-                    vhi, vlo, nhi, nlo, phi, plo, steps, glide, BLOCK_BITS
-                )
-                if status != OK:
-                    break
-                continue
-            entry = hot[2 * b16]
-            c = entry >> U64(32)
-            vhi, vlo = mul_add(bhi, blo, pow3[c], entry & MASK32)
-            steps += BLOCK_BITS + np.int64(c)
+                status, glide = glide_rest(nhi, nlo, nhi, nlo, 0, max_steps)
         if glide == -1:
             glide = 0
         if status == OK and glide > max_steps:
@@ -214,3 +116,113 @@ def scan_verify(
         i += 1
     state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
     return i
+
+
+@njit(cache=True)
+def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits, grec, long_, over, state):
+    """The survivors of the sieve from offset `first`; returns where it stopped.
+
+    Start values n = 2^k a + b are taken a by a, and for each a residue by
+    residue: n and its value after k steps, 3^c a + d, are one shift and one
+    multiply-add from the residue's table entry. Survivors go by pairs of
+    consecutive residues; the pair's results are then taken first, second.
+    """
+    sshift = U64(sbits)
+    back = U64(64) - sshift
+    smask = (ONE << sshift) - ONE
+    nsurv = sres.shape[0]
+    ng, nl, no, best = state[NG], state[NL], state[NO], state[BEST]
+    nhi, nlo = shi, slo + U64(first)
+    if nlo < slo:
+        nhi += ONE
+    ehi, elo = shi, slo + U64(count)  # the end of the chunk (exclusive)
+    if elo < slo:
+        ehi += ONE
+    ahi, alo = nhi >> sshift, (nlo >> sshift) | (nhi << back)
+    lasthi, lastlo = ehi >> sshift, (elo >> sshift) | (ehi << back)  # a of the end
+    idx = residue_index(sres, nlo & smask)
+    while True:
+        # Residues of this a: all, or those below the end's residue for the last a
+        stop = nsurv
+        if ahi == lasthi and alo == lastlo:
+            stop = residue_index(sres, elo & smask)
+        hbase, lbase = (ahi << sshift) | (alo >> back), alo << sshift
+        while idx < stop:
+            b1 = sres[idx]
+            entry = spacked[idx]
+            c = entry >> PACK_SHIFT
+            vhi, vlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
+            steps = np.int64(sbits) + np.int64(c)
+            b2 = ZERO
+            pair = idx + 1 < stop
+            if pair:
+                b2 = sres[idx + 1]
+                entry = spacked[idx + 1]
+                c = entry >> PACK_SHIFT
+                whi, wlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
+                steps2 = np.int64(sbits) + np.int64(c)
+                if hbase == ZERO and vhi == ZERO and whi == ZERO:
+                    st1, g1, st2, g2 = glide_pair(lbase | b1, vlo, steps, lbase | b2, wlo, steps2, max_steps)
+                else:
+                    st1, g1, st2, g2 = glide_pair2(
+                        hbase, lbase | b1, vhi, vlo, steps, hbase, lbase | b2, whi, wlo, steps2, max_steps
+                    )
+                idx += 2
+            else:
+                st1, g1 = glide_rest(hbase, lbase | b1, vhi, vlo, steps, max_steps)
+                st2, g2 = OK, np.int64(0)
+                idx += 1
+            if st1 == OK and g1 <= best and st2 == OK and g2 <= best:
+                continue
+            # In order: the first value, then the second of a pair
+            for k in range(2 if pair else 1):
+                status, glide, b = (st1, g1, b1) if k == 0 else (st2, g2, b2)
+                if status == OK and glide <= best:
+                    continue
+                if status == OK and glide > max_steps:
+                    status = TOO_LONG
+                i = np.int64((lbase | b) - slo)  # offsets are below 2^63
+                if status == TOO_LONG:
+                    nl = put(long_, nl, U64(i), ZERO, ZERO)
+                elif status == OVERFLOW:
+                    no = put(over, no, U64(i), ZERO, ZERO)
+                else:
+                    best = glide
+                    ng = put(grec, ng, U64(i), ZERO, U64(glide))
+                if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
+                    state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+                    return i + 1
+        if ahi == lasthi and alo == lastlo:
+            break
+        idx = 0
+        alo += ONE
+        if alo == ZERO:
+            ahi += ONE
+    state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+    return count
+
+
+@njit(inline="always")
+def residue_index(sres, want):
+    """The index of the first survivor residue at or above `want` (a binary search)."""
+    lo, hi = 0, sres.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if sres[mid] < want:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+# Why no 3^k sieve. n = 3m + 2 is T(2m + 1), and n = 9m + 4 is T^3(8m + 3): a
+# smaller start p (about 2n/3, 8n/9) rises to n before it drops, so
+# glide(n) < glide(p), and n converges if p does. Skipping n is exact only when
+# p's glide is known to this kernel: p in the same chunk, before n. Chunks are
+# a few million values wide and start anywhere up to 2^76, so p lies chunks
+# away (often outside the range, which then holds no bound on glide(n) at all;
+# a range [S, E) needs n >= 3S/2 or 9S/8). With p in an earlier chunk the
+# merged records would still be right, but this chunk's own records, and
+# whether n needs more than max_steps (p's status is unknown here), would not.
+# The 2^k sieve has no such gap: its skipped glides are at most glide_max,
+# reached in the chunk before it applies.

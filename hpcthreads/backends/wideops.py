@@ -32,6 +32,12 @@ OVERFLOW = 1
 TOO_LONG = 2
 
 
+def wide(builder, hi, lo):
+    """LLVM IR: the 128-bit value of words hi and lo."""
+    i128 = ir.IntType(128)
+    return builder.or_(builder.shl(builder.zext(hi, i128), ir.Constant(i128, 64)), builder.zext(lo, i128))
+
+
 @intrinsic
 def mul_add(typingctx, hi, lo, m, d):  # noqa: ARG001 - Numba passes the typing context
     """(hi, lo) * m + d as (hi, lo), modulo 2^128; the caller knows it fits."""
@@ -41,13 +47,24 @@ def mul_add(typingctx, hi, lo, m, d):  # noqa: ARG001 - Numba passes the typing 
     def codegen(context, builder, signature, args):
         whi, wlo, wm, wd = args
         i128 = ir.IntType(128)
-        value = builder.or_(
-            builder.shl(builder.zext(whi, i128), ir.Constant(i128, 64)), builder.zext(wlo, i128)
-        )
+        value = wide(builder, whi, wlo)
         result = builder.add(builder.mul(value, builder.zext(wm, i128)), builder.zext(wd, i128))
         rlo = builder.trunc(result, ir.IntType(64))
         rhi = builder.trunc(builder.lshr(result, ir.Constant(i128, 64)), ir.IntType(64))
         return context.make_tuple(builder, signature.return_type, (rhi, rlo))
+
+    return sig, codegen
+
+
+@intrinsic
+def below(typingctx, ahi, alo, bhi, blo):  # noqa: ARG001 - Numba passes the typing context
+    """(ahi, alo) < (bhi, blo), as one 128-bit comparison (no branch)."""
+    u64 = types.uint64
+    sig = types.boolean(u64, u64, u64, u64)
+
+    def codegen(context, builder, signature, args):
+        a, b = wide(builder, args[0], args[1]), wide(builder, args[2], args[3])
+        return builder.icmp_unsigned("<", a, b)
 
     return sig, codegen
 
