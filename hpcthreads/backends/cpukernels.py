@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hpcthreads.backends import kernelcache
 from hpcthreads.backends.wideops import (
     MASK32,
     OK,
@@ -30,6 +31,8 @@ from hpcthreads.backends.wideops import (
     triple_plus_one,
     walk,
 )
+
+kernelcache.configure()
 
 BLOCK_BITS = 16
 # Blocks keep 3^c a + d and alpha* a + beta* inside 128 bits below 2^96

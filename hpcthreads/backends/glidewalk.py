@@ -22,6 +22,7 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 
+from hpcthreads.backends import kernelcache
 from hpcthreads.backends.wideops import (
     LIMIT64,
     LIMIT128_HI,
@@ -40,6 +41,8 @@ from hpcthreads.backends.wideops import (
     too_big_for_odd_step,
     triple_plus_one,
 )
+
+kernelcache.configure()
 
 
 @njit(inline="always")

@@ -13,8 +13,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hpcthreads.backends import kernelcache
 from hpcthreads.backends.cpukernels import grow, put
 from hpcthreads.backends.wideops import less
+
+kernelcache.configure()
 
 U64 = np.uint64
 ZERO = U64(0)

@@ -21,9 +21,12 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hpcthreads.backends import kernelcache
 from hpcthreads.backends.cpukernels import BLOCK_BITS, SIEVE_MASK, SIEVE_SHIFT, grow, put
 from hpcthreads.backends.glidewalk import glide_pair, glide_pair2, glide_rest
 from hpcthreads.backends.wideops import OK, ONE, OVERFLOW, TOO_LONG, U64, ZERO, mul_add, next_start
+
+kernelcache.configure()
 
 # Survivors' first step 3^c a + d stays inside 128 bits for n below 2^(64+12)
 SIEVE_LIMIT_HI = U64(1 << 12)

@@ -34,7 +34,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from hpcthreads.backends import kernelcache
 from hpcthreads.backends.wideops import ONE, THREE, U64, ZERO
+
+kernelcache.configure()
 
 MAX_BLOCK_BITS = 19  # every packed field stays below 2^32
 
