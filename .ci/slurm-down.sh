@@ -6,6 +6,12 @@ set -uo pipefail
 
 dir=${HPCTHREADS_SLURM_DIR:-/tmp/hpcthreads-slurm}
 
+# Jobs still running (a test that failed half way) end first, so no step outlives Slurm
+if [[ -s $dir/slurm.conf ]] && command -v scancel >/dev/null; then
+    SLURM_CONF=$dir/slurm.conf scancel --full --user="$(id -un)" 2>/dev/null || true
+    sleep 1
+fi
+
 for daemon in slurmd slurmctld munged; do
     pidfile="$dir/run/$daemon.pid"
     [[ -s $pidfile ]] || continue

@@ -46,7 +46,9 @@ class NoopWorkload(BaseWorkload):
 
 
 class NullWriter:
-    def write_chunk(self, job: Job, out: ChunkOutput) -> None:
+    writes_on_workers = False
+
+    def write_chunk(self, job: int, out: ChunkOutput) -> None:
         pass
 
     def end_job(self, job: Job, summary: Any, wall: float) -> None:

@@ -265,3 +265,18 @@ def test_sigterm_stops_cleanly_keeping_finished_chunks(tmp_path, ranks):
         assert f.attrs["state"] == "interrupted"
         done = int(f["run/chunks/count"][()].sum())
     assert 0 < done < 10**9
+
+
+@pytest.mark.parametrize(
+    "script,args,expect",
+    [
+        ("bench_dispatch.py", ["--tasks", "500"], "ratio hpcthreads/futures"),
+        ("bench_balance.py", ["--count", "3e5", "--batch-size", "1e5"], "efficiency ideal/hpcthreads"),
+    ],
+)
+def test_runtime_benchmarks_still_run(script, args, expect):
+    """The benchmarks use the runtime's internals: keep them working (their figures are not checked)."""
+    command = [mpiexec(), "-n", "3", sys.executable, str(ROOT / "benchmarks" / script), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert expect in proc.stdout
