@@ -70,3 +70,10 @@ def wait_for_progress(out, fraction: float, proc: subprocess.Popen) -> None:
         if jobs and sum(j["done"] or 0 for j in jobs) >= fraction * sum(j["total"] for j in jobs) > 0:
             return
         time.sleep(0.05)
+
+
+def write_job_file(factory, folder: str, text: str) -> Path:
+    """A job file with `text` in a new temporary folder (for module-scoped fixtures)."""
+    path = factory.mktemp(folder) / "jobs.yaml"
+    path.write_text(text)
+    return path

@@ -9,7 +9,7 @@ import h5py
 import pytest
 import reference as ref
 from h5compare import assert_same_results
-from helpers import ROOT, cli, inspect_json, mpiexec, mpirun, rank_table
+from helpers import ROOT, cli, inspect_json, mpiexec, mpirun, rank_table, write_job_file
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -25,9 +25,7 @@ jobs:
 
 @pytest.fixture(scope="module")
 def job_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("jobs") / "jobs.yaml"
-    path.write_text(JOBS)
-    return path
+    return write_job_file(tmp_path_factory, "jobs", JOBS)
 
 
 @pytest.fixture(scope="module")

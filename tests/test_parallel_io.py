@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 from h5compare import assert_same_results
-from helpers import ROOT, cli, wait_for_progress
+from helpers import ROOT, cli, wait_for_progress, write_job_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -67,9 +67,7 @@ def finish(proc: subprocess.Popen) -> str:
 
 @pytest.fixture(scope="module")
 def job_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("pio") / "jobs.yaml"
-    path.write_text(JOBS)
-    return path
+    return write_job_file(tmp_path_factory, "pio", JOBS)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from h5compare import assert_same_results
-from helpers import cli, mpiexec, wait_for_progress
+from helpers import cli, mpiexec, wait_for_progress, write_job_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -26,9 +26,7 @@ jobs:
 
 @pytest.fixture(scope="module")
 def job_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("resume") / "jobs.yaml"
-    path.write_text(JOBS)
-    return path
+    return write_job_file(tmp_path_factory, "resume", JOBS)
 
 
 @pytest.fixture(scope="module")
