@@ -30,6 +30,9 @@ DEFAULT_MAX_STEPS = 100_000
 # The verification sieve: residues mod 2^sieve_bits (0: none); 2^30 needs ~300 MiB
 DEFAULT_SIEVE_BITS = 24
 MAX_SIEVE_BITS = 30
+# Bits the sieve goes further per start value, without a table (4 KiB of tables per bit count)
+DEFAULT_SIEVE_EXTRA_BITS = 12
+MAX_SIEVE_EXTRA_BITS = 16
 
 # Per-type parameters: name -> (required, default, minimum)
 PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
@@ -45,6 +48,7 @@ PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
         "batch_size": (False, 1 << 22, 1),
         "max_steps": (False, DEFAULT_MAX_STEPS, 1),
         "sieve_bits": (False, DEFAULT_SIEVE_BITS, 0),
+        "sieve_extra_bits": (False, DEFAULT_SIEVE_EXTRA_BITS, 0),
     },
     "thread": {
         "start": (False, 1, 1),
@@ -220,6 +224,10 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
             raise ConfigError(f"{label}: {key} must be at least {minimum}, got {value}")
         if key == "sieve_bits" and value > MAX_SIEVE_BITS:
             raise ConfigError(f"{label}: sieve_bits must be at most {MAX_SIEVE_BITS}, got {value}")
+        if key == "sieve_extra_bits" and value > MAX_SIEVE_EXTRA_BITS:
+            raise ConfigError(
+                f"{label}: sieve_extra_bits must be at most {MAX_SIEVE_EXTRA_BITS}, got {value}"
+            )
         params[key] = value
     size = params.get("count", params.get("thread_count", 1))
     if size >= 2**62:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from hpcthreads.config import DEFAULT_SIEVE_BITS
+from hpcthreads.config import DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS
 
 
 class CollatzRaw(NamedTuple):
@@ -60,7 +60,12 @@ class BaseBackend:
         raise NotImplementedError
 
     def verify_range(
-        self, start: int, count: int, max_steps: int, sieve_bits: int = DEFAULT_SIEVE_BITS
+        self,
+        start: int,
+        count: int,
+        max_steps: int,
+        sieve_bits: int = DEFAULT_SIEVE_BITS,
+        sieve_extra_bits: int = DEFAULT_SIEVE_EXTRA_BITS,
     ) -> VerifyRaw:
         raise NotImplementedError
 

@@ -126,9 +126,11 @@ class BaseGPUBackend(BaseBackend):
         arrays = (delay, glide, peak_lo, peak_hi) if store else (None,) * 4
         return CollatzRaw(sum_delay, histogram, *tables_, overflows, *arrays)
 
-    def verify_range(self, start: int, count: int, max_steps: int, sieve_bits: int = 0) -> VerifyRaw:
+    def verify_range(
+        self, start: int, count: int, max_steps: int, sieve_bits: int = 0, sieve_extra_bits: int = 0
+    ) -> VerifyRaw:
         # The device checks every number: no sieve, the same glide records
-        del sieve_bits
+        del sieve_bits, sieve_extra_bits
         if count == 0:
             return self._verify_whole(start, count, max_steps)
         shi, slo = split_words(start)

@@ -6,6 +6,7 @@ import numpy as np
 
 from hpcthreads.backends.base import (
     DEFAULT_SIEVE_BITS,
+    DEFAULT_SIEVE_EXTRA_BITS,
     BaseBackend,
     CollatzRaw,
     ThreadRaw,
@@ -19,6 +20,7 @@ _EMPTY = np.zeros(0, np.uint64)
 TABLE_BITS = 20
 _TABLES: tuple | None = None
 _SIEVES: dict[int, tuple] = {}
+_EXTENSIONS: dict[tuple[int, int], tuple] = {}
 
 
 def _build_tables() -> dict[str, np.ndarray]:
@@ -63,6 +65,30 @@ def _sieve(bits: int) -> tuple:
     return _SIEVES[bits]
 
 
+def _sieve_with_extension(bits: int, extra: int) -> tuple:
+    """The kernel's sieve arguments: the table, its extension by `extra` bits, glide_max, exact_from.
+
+    The extension (built in memory, milliseconds) applies where both its
+    conditions and the table's hold: n >= 2^(bits + extra), and a running
+    maximum glide of at least the larger glide_max.
+    """
+    res, packed, bits, glide_max, exact_from = _sieve(bits)
+    if not res.shape[0]:
+        extra = 0
+    key = (bits, extra)
+    if key not in _EXTENSIONS:
+        from hpcthreads.backends import steptables
+
+        present = np.zeros(bits + 1, np.bool_)
+        present[np.unique(packed >> np.uint64(56)).astype(np.int64)] = True
+        kill, ce, de, ext_glide_max = steptables.build_sieve_extension(bits, extra, present)
+        if extra:
+            glide_max = max(glide_max, int(ext_glide_max))
+            exact_from = max(exact_from, np.uint64(1 << (bits + extra)))
+        _EXTENSIONS[key] = (kill, ce, de, extra, glide_max, exact_from)
+    return (res, packed, bits, *_EXTENSIONS[key])
+
+
 class NumbaCPUBackend(BaseBackend):
     name = "numba-cpu"
 
@@ -90,12 +116,23 @@ class NumbaCPUBackend(BaseBackend):
         return CollatzRaw(int(out[0]), *out[1:], *arrays)
 
     def verify_range(
-        self, start: int, count: int, max_steps: int, sieve_bits: int = DEFAULT_SIEVE_BITS
+        self,
+        start: int,
+        count: int,
+        max_steps: int,
+        sieve_bits: int = DEFAULT_SIEVE_BITS,
+        sieve_extra_bits: int = DEFAULT_SIEVE_EXTRA_BITS,
     ) -> VerifyRaw:
         shi, slo = split_words(start)
         cold, pow3 = self._tables[4:6]
         out = self._sieve.verify_range(
-            np.uint64(shi), np.uint64(slo), count, max_steps, cold, pow3, *_sieve(sieve_bits)
+            np.uint64(shi),
+            np.uint64(slo),
+            count,
+            max_steps,
+            cold,
+            pow3,
+            *_sieve_with_extension(sieve_bits, sieve_extra_bits),
         )
         return VerifyRaw(*out)
 

@@ -24,7 +24,17 @@ from numba import njit
 from hpcthreads.backends import kernelcache
 from hpcthreads.backends.cpukernels import BLOCK_BITS, SIEVE_MASK, SIEVE_SHIFT, grow, put
 from hpcthreads.backends.glidewalk import glide_pair, glide_pair2, glide_rest
-from hpcthreads.backends.wideops import OK, ONE, OVERFLOW, TOO_LONG, U64, ZERO, mul_add, next_start
+from hpcthreads.backends.wideops import (
+    OK,
+    ONE,
+    OVERFLOW,
+    TOO_LONG,
+    U64,
+    ZERO,
+    mul_add,
+    next_start,
+    shift_right,
+)
 
 kernelcache.configure()
 
@@ -32,12 +42,16 @@ kernelcache.configure()
 SIEVE_LIMIT_HI = U64(1 << 12)
 PACK_SHIFT = U64(56)
 PACK_MASK = U64((1 << 56) - 1)
+# Table entries per batch of the survivor scan
+BATCH = 256
 # Scan state
 NG, NL, NO, BEST = range(4)
 
 
 @njit(cache=True)
-def verify_range(shi, slo, count, max_steps, cold, pow3, sres, spacked, sbits, glide_max, exact_from):
+def verify_range(
+    shi, slo, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra, glide_max, exact_from
+):
     """Convergence check of [start, start+count).
 
     Returns (glide_records, too_long, overflows): chunk-local glide records as
@@ -52,8 +66,8 @@ def verify_range(shi, slo, count, max_steps, cold, pow3, sres, spacked, sbits, g
     i = 0
     while True:
         i = scan_verify(
-            shi, slo, i, count, max_steps, cold, pow3, sres, spacked, sbits, glide_max, exact_from,
-            grec, long_, over, state,
+            shi, slo, i, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra,
+            glide_max, exact_from, grec, long_, over, state,
         )  # fmt: skip
         if i >= count:
             break
@@ -65,8 +79,8 @@ def verify_range(shi, slo, count, max_steps, cold, pow3, sres, spacked, sbits, g
 
 @njit(cache=True)
 def scan_verify(
-    shi, slo, first, count, max_steps, cold, pow3, sres, spacked, sbits, glide_max, exact_from,
-    grec, long_, over, state,
+    shi, slo, first, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra,
+    glide_max, exact_from, grec, long_, over, state,
 ):  # fmt: skip
     """The loop of `verify_range` from offset `first`; returns where it stopped.
 
@@ -91,8 +105,9 @@ def scan_verify(
         if sieve_ok and best >= glide_max and (nhi != ZERO or nlo >= exact_from):
             state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
             return scan_survivors(
-                shi, slo, i, count, max_steps, pow3, sres, spacked, sbits, grec, long_, over, state
-            )
+                shi, slo, i, count, max_steps, pow3, sres, spacked, sbits, kill, ce, de, extra,
+                grec, long_, over, state,
+            )  # fmt: skip
         status = OK
         glide = 0
         if nhi == ZERO and nlo == ONE:
@@ -122,17 +137,25 @@ def scan_verify(
 
 
 @njit(cache=True)
-def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits, grec, long_, over, state):
+def scan_survivors(
+    shi, slo, first, count, max_steps, pow3, sres, spacked, sbits, kill, ce, de, extra,
+    grec, long_, over, state,
+):  # fmt: skip
     """The survivors of the sieve from offset `first`; returns where it stopped.
 
     Start values n = 2^k a + b are taken a by a, and for each a residue by
-    residue: n and its value after k steps, 3^c a + d, are one shift and one
-    multiply-add from the residue's table entry. Survivors go by pairs of
-    consecutive residues; the pair's results are then taken first, second.
+    residue, a batch of table entries at a time: n and its value after k
+    steps, 3^c a + d, are one shift and one multiply-add from the entry; the
+    extension (steptables.build_sieve_extension) then sieves out the pairs
+    that drop within `extra` more steps and moves the others on by those
+    steps. The batch keeps the rest, in order, without a branch per entry.
+    Its values go by pairs; the pair's results are then taken first, second.
     """
     sshift = U64(sbits)
     back = U64(64) - sshift
     smask = (ONE << sshift) - ONE
+    ext = U64(extra)
+    emask = (ONE << ext) - ONE
     nsurv = sres.shape[0]
     ng, nl, no, best = state[NG], state[NL], state[NO], state[BEST]
     nhi, nlo = shi, slo + U64(first)
@@ -144,6 +167,10 @@ def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits
     ahi, alo = nhi >> sshift, (nlo >> sshift) | (nhi << back)
     lasthi, lastlo = ehi >> sshift, (elo >> sshift) | (ehi << back)  # a of the end
     idx = residue_index(sres, nlo & smask)
+    batch_b = np.empty(BATCH, np.uint64)
+    batch_hi = np.empty(BATCH, np.uint64)
+    batch_lo = np.empty(BATCH, np.uint64)
+    batch_steps = np.empty(BATCH, np.int64)
     while True:
         # Residues of this a: all, or those below the end's residue for the last a
         stop = nsurv
@@ -151,50 +178,59 @@ def scan_survivors(shi, slo, first, count, max_steps, pow3, sres, spacked, sbits
             stop = residue_index(sres, elo & smask)
         hbase, lbase = (ahi << sshift) | (alo >> back), alo << sshift
         while idx < stop:
-            b1 = sres[idx]
-            entry = spacked[idx]
-            c = entry >> PACK_SHIFT
-            vhi, vlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
-            steps = np.int64(sbits) + np.int64(c)
-            b2 = ZERO
-            pair = idx + 1 < stop
-            if pair:
-                b2 = sres[idx + 1]
-                entry = spacked[idx + 1]
+            kept = 0
+            for j in range(idx, min(stop, idx + BATCH)):
+                entry = spacked[j]
                 c = entry >> PACK_SHIFT
-                whi, wlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
-                steps2 = np.int64(sbits) + np.int64(c)
-                if hbase == ZERO and vhi == ZERO and whi == ZERO:
-                    st1, g1, st2, g2 = glide_pair(lbase | b1, vlo, steps, lbase | b2, wlo, steps2, max_steps)
+                vhi, vlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
+                r = vlo & emask
+                if extra:
+                    vhi, vlo = shift_right(vhi, vlo, ext)
+                vhi, vlo = mul_add(vhi, vlo, pow3[ce[r]], de[r])
+                batch_b[kept] = sres[j]
+                batch_hi[kept] = vhi
+                batch_lo[kept] = vlo
+                batch_steps[kept] = np.int64(sbits + extra) + np.int64(c) + np.int64(ce[r])
+                kept += 1 - np.int64(kill[(c << ext) | r])
+            idx = min(stop, idx + BATCH)
+            for q in range(0, kept, 2):
+                b1, vhi, vlo, steps = batch_b[q], batch_hi[q], batch_lo[q], batch_steps[q]
+                pair = q + 1 < kept
+                b2 = ZERO
+                if pair:
+                    b2, whi, wlo = batch_b[q + 1], batch_hi[q + 1], batch_lo[q + 1]
+                    steps2 = batch_steps[q + 1]
+                    if hbase == ZERO and vhi == ZERO and whi == ZERO:
+                        st1, g1, st2, g2 = glide_pair(
+                            lbase | b1, vlo, steps, lbase | b2, wlo, steps2, max_steps
+                        )  # fmt: skip
+                    else:
+                        st1, g1, st2, g2 = glide_pair2(
+                            hbase, lbase | b1, vhi, vlo, steps, hbase, lbase | b2, whi, wlo, steps2, max_steps
+                        )
                 else:
-                    st1, g1, st2, g2 = glide_pair2(
-                        hbase, lbase | b1, vhi, vlo, steps, hbase, lbase | b2, whi, wlo, steps2, max_steps
-                    )
-                idx += 2
-            else:
-                st1, g1 = glide_rest(hbase, lbase | b1, vhi, vlo, steps, max_steps)
-                st2, g2 = OK, np.int64(0)
-                idx += 1
-            if st1 == OK and g1 <= best and st2 == OK and g2 <= best:
-                continue
-            # In order: the first value, then the second of a pair
-            for k in range(2 if pair else 1):
-                status, glide, b = (st1, g1, b1) if k == 0 else (st2, g2, b2)
-                if status == OK and glide <= best:
+                    st1, g1 = glide_rest(hbase, lbase | b1, vhi, vlo, steps, max_steps)
+                    st2, g2 = OK, np.int64(0)
+                if st1 == OK and g1 <= best and st2 == OK and g2 <= best:
                     continue
-                if status == OK and glide > max_steps:
-                    status = TOO_LONG
-                i = np.int64((lbase | b) - slo)  # offsets are below 2^63
-                if status == TOO_LONG:
-                    nl = put(long_, nl, U64(i), ZERO, ZERO)
-                elif status == OVERFLOW:
-                    no = put(over, no, U64(i), ZERO, ZERO)
-                else:
-                    best = glide
-                    ng = put(grec, ng, U64(i), ZERO, U64(glide))
-                if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
-                    state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
-                    return i + 1
+                # In order: the first value, then the second of a pair
+                for k in range(2 if pair else 1):
+                    status, glide, b = (st1, g1, b1) if k == 0 else (st2, g2, b2)
+                    if status == OK and glide <= best:
+                        continue
+                    if status == OK and glide > max_steps:
+                        status = TOO_LONG
+                    i = np.int64((lbase | b) - slo)  # offsets are below 2^63
+                    if status == TOO_LONG:
+                        nl = put(long_, nl, U64(i), ZERO, ZERO)
+                    elif status == OVERFLOW:
+                        no = put(over, no, U64(i), ZERO, ZERO)
+                    else:
+                        best = glide
+                        ng = put(grec, ng, U64(i), ZERO, U64(glide))
+                    if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
+                        state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+                        return i + 1
         if ahi == lasthi and alo == lastlo:
             break
         idx = 0

@@ -190,3 +190,51 @@ def build_sieve(bits):
     order = np.argsort(res)
     packed = ts[order] | (cs[order] << U64(56))
     return res[order].copy(), packed, glide_max, exact_from
+
+
+@njit(cache=True)
+def build_sieve_extension(bits, extra, cs_present):
+    """(kill, ce, de, glide_max): the 2^bits sieve taken `extra` bits further, per start value.
+
+    A survivor n = 2^bits a + b of the table reaches v = 3^c a + T^bits(b)
+    after `bits` T steps. Its next `extra` steps take the parities of
+    r = v mod 2^extra (the rest of v is 2^extra times an integer), so with
+    c_j the odd steps among the first j of r, n is sieved out at depth
+    bits + j when 3^(c + c_j) < 2^(bits + j) for some j <= extra:
+    kill[c * 2^extra + r] is 1. As in `build_sieve`, T^i(n) =
+    (3^c_i n + s_i) / 2^i with 0 <= s_i < 3^c_i, so every n >= 2^(bits+extra)
+    of a killed pair drops below itself by then, after at most
+    g = bits + j + c + c_j standard steps; `glide_max` is the largest g over
+    the c in `cs_present` (the table's odd-step counts). A pair that is not
+    killed does not drop within bits + extra steps, and its value there is
+    3^ce[r] (v >> extra) + de[r], with de[r] = T^extra(r) taken alone.
+    """
+    size = 1 << extra
+    pow3 = powers_of_three(40)
+    kill = np.zeros((bits + 1) * size, np.uint8)
+    ce = np.zeros(size, np.uint64)
+    de = np.zeros(size, np.uint64)
+    cj = np.zeros(extra + 1, np.int64)
+    glide_max = 0
+    for r in range(size):
+        d = U64(r)
+        c = 0
+        for j in range(1, extra + 1):
+            if d & ONE:
+                d = (d * THREE + ONE) >> ONE
+                c += 1
+            else:
+                d >>= ONE
+            cj[j] = c
+        ce[r] = U64(c)
+        de[r] = d
+        for cb in range(bits + 1):
+            for j in range(1, extra + 1):
+                odd = cb + cj[j]
+                # 3^odd < 2^depth, exactly: depth <= 63 and 3^40 > 2^63
+                if odd <= 39 and pow3[odd] < U64(1) << U64(bits + j):
+                    kill[cb * size + r] = 1
+                    if cs_present[cb]:
+                        glide_max = max(glide_max, bits + j + odd)
+                    break
+    return kill, ce, de, glide_max

@@ -38,7 +38,10 @@ class VerifyWorkload(BaseWorkload):
 
     def compute(self, backend: BaseBackend, offset: int, count: int) -> ChunkOutput:
         first = self.job.start + offset
-        raw = backend.verify_range(first, count, self.max_steps, self.job.params["sieve_bits"])
+        params = self.job.params
+        raw = backend.verify_range(
+            first, count, self.max_steps, params["sieve_bits"], params["sieve_extra_bits"]
+        )
         summary = VerifySummary(
             count=count,
             glide_records=records.from_table(raw.glide_records, first),
