@@ -6,7 +6,12 @@
  * are sieved out once the running maximum glide has reached the largest glide
  * a sieved-out residue can have; every other start value is followed until
  * it drops below itself, survivors from 3^c a + T^k(b) after their first k
- * steps, taken a by a and residue by residue. A round is one 3v+1 and all the
+ * steps, taken a by a and residue by residue. The sieve then goes EXTRA bits
+ * further per start value: the next EXTRA steps of v = 3^c a + T^k(b) take the
+ * parities of v mod 2^EXTRA, so a table indexed by (c, v mod 2^EXTRA) says
+ * whether n drops within k + EXTRA steps (for n >= 2^(k+EXTRA)) and, if not,
+ * gives its value there; a batch of table entries keeps its survivors
+ * without a branch per entry. A round is one 3v+1 and all the
  * halvings after it (count of trailing zeros), in 64-bit words while the
  * start and the value fit and in unsigned __int128 otherwise; survivors are
  * walked two at a time, round for round. It
@@ -14,7 +19,7 @@
  * steps) with its smallest n, and the seconds of the main loop only.
  *
  * Build: gcc -O3 -march=native -Wall -Wextra -o verify_ref verify_ref.c
- * Usage: verify_ref START_HI START_LO COUNT BITS
+ * Usage: verify_ref START_HI START_LO COUNT BITS [EXTRA]
  */
 
 #include <inttypes.h>
@@ -84,6 +89,59 @@ static int build_sieve(int bits)
         }
     free(where), free(r), free(c), free(t);
     return 0;
+}
+
+
+/* The sieve EXTRA bits further: kill[c << extra | r], and the value after
+ * EXTRA more steps, 3^ce[r] (v >> extra) + de[r]. */
+static uint8_t *kill_;
+static uint64_t *ce, *de;
+
+static int build_extension(int bits, int extra, const uint64_t *pow3)
+{
+    uint64_t size = (uint64_t)1 << extra;
+    kill_ = calloc((size_t)(bits + 1) * size, 1), ce = malloc(8 * size), de = malloc(8 * size);
+    if (!kill_ || !ce || !de)
+        return -1;
+    for (uint64_t r = 0; r < size; r++) {
+        uint64_t d = r, c = 0, cj[64];
+        for (int j = 1; j <= extra; j++) {
+            if (d & 1)
+                d = (3 * d + 1) >> 1, c++;
+            else
+                d >>= 1;
+            cj[j] = c;
+        }
+        ce[r] = c, de[r] = d;
+        for (int cb = 0; cb <= bits; cb++)
+            for (int j = 1; j <= extra; j++) {
+                uint64_t odd = cb + cj[j];
+                if (odd <= 39 && pow3[odd] < (uint64_t)1 << (bits + j)) {
+                    kill_[(uint64_t)cb << extra | r] = 1;
+                    if (bits + j + (int64_t)odd > glide_max)
+                        glide_max = bits + j + (int64_t)odd;
+                    break;
+                }
+            }
+    }
+    if (extra && ((u128)1 << (bits + extra)) > exact_from)
+        exact_from = (u128)1 << (bits + extra);
+    return 0;
+}
+
+
+/* The index of the first survivor residue at or above `want`. */
+static uint64_t first_residue(uint64_t want)
+{
+    uint64_t lo = 0, hi = nsurv;
+    while (lo < hi) {
+        uint64_t mid = (lo + hi) / 2;
+        if (sres[mid] < want)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 /* The least j >= 1 with v >> j < n, for n <= v (a run of halvings that ends below n). */
@@ -234,21 +292,22 @@ static const char *u128_str(u128 v, char *buf)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: %s START_HI START_LO COUNT BITS\n", argv[0]);
+    if (argc != 5 && argc != 6) {
+        fprintf(stderr, "usage: %s START_HI START_LO COUNT BITS [EXTRA]\n", argv[0]);
         return 2;
     }
     u128 start = ((u128)strtoull(argv[1], 0, 10) << 64) | strtoull(argv[2], 0, 10);
     uint64_t count = strtoull(argv[3], 0, 10);
-    int bits = atoi(argv[4]);
-    if (start < 2 || bits < 1 || bits > 32 || build_sieve(bits)) {
-        fprintf(stderr, "need start >= 2, 1 <= BITS <= 32 and memory\n");
-        return 2;
-    }
+    int bits = atoi(argv[4]), extra = argc == 6 ? atoi(argv[5]) : 0;
     uint64_t pow3[64];
     pow3[0] = 1;
     for (int i = 1; i < 64; i++)
         pow3[i] = 3 * pow3[i - 1];
+    if (start < 2 || bits < 1 || bits > 32 || extra < 0 || extra > 16 || build_sieve(bits) ||
+        build_extension(bits, extra, pow3)) {
+        fprintf(stderr, "need start >= 2, 1 <= BITS <= 32, 0 <= EXTRA <= 16 and memory\n");
+        return 2;
+    }
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -260,45 +319,46 @@ int main(int argc, char **argv)
         if (g > best)
             best = g, best_n = n;
     }
-    /* Survivors only */
-    u128 mask = ((u128)1 << bits) - 1, a = n >> bits;
-    uint64_t lo = 0, hi = nsurv;
-    while (lo < hi) { /* first survivor residue >= n mod 2^bits */
-        uint64_t mid = (lo + hi) / 2;
-        if (sres[mid] < (uint64_t)(n & mask))
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (uint64_t i = lo;;) {
-        if (i == nsurv)
-            i = 0, a++;
-        u128 m = (a << bits) | sres[i];
-        if (m >= end)
+    /* Survivors only, a by a, a batch of table entries at a time */
+    u128 mask = ((u128)1 << bits) - 1, a = n >> bits, a_end = end >> bits;
+    uint64_t emask = ((uint64_t)1 << extra) - 1, i = first_residue((uint64_t)(n & mask));
+    enum { BATCH = 256 };
+    uint64_t bb[BATCH];
+    u128 bv[BATCH];
+    int64_t bs[BATCH];
+    for (; n < end; a++, i = 0) {
+        uint64_t stop = a == a_end ? first_residue((uint64_t)(end & mask)) : nsurv;
+        u128 base = a << bits;
+        while (i < stop) {
+            int kept = 0;
+            for (uint64_t last = i + BATCH < stop ? i + BATCH : stop; i < last; i++) {
+                u128 v = (u128)pow3[sc[i]] * a + st[i];
+                uint64_t r = (uint64_t)v & emask;
+                bb[kept] = sres[i], bv[kept] = (u128)pow3[ce[r]] * (v >> extra) + de[r];
+                bs[kept] = bits + extra + (int64_t)(sc[i] + ce[r]);
+                kept += 1 - kill_[sc[i] << extra | r];
+            }
+            int q = 0;
+            for (; q + 1 < kept; q += 2) {
+                u128 m1 = base | bb[q], m2 = base | bb[q + 1];
+                int64_t g1, g2;
+                if (((m2 | bv[q] | bv[q + 1]) >> 64) == 0)
+                    glide_pair(m1, bv[q], bs[q], m2, bv[q + 1], bs[q + 1], &g1, &g2);
+                else
+                    glide_pair2(m1, bv[q], bs[q], m2, bv[q + 1], bs[q + 1], &g1, &g2);
+                if (g1 > best)
+                    best = g1, best_n = m1;
+                if (g2 > best)
+                    best = g2, best_n = m2;
+            }
+            if (q < kept) {
+                int64_t g = glide_from(base | bb[q], bv[q], bs[q]);
+                if (g > best)
+                    best = g, best_n = base | bb[q];
+            }
+        }
+        if (a == a_end)
             break;
-        u128 v = (u128)pow3[sc[i]] * a + st[i];
-        int64_t g, g2 = -1;
-        u128 m2 = 0, v2 = 0;
-        int pair = 0;
-        if (i + 1 < nsurv) {
-            m2 = (a << bits) | sres[i + 1];
-            v2 = (u128)pow3[sc[i + 1]] * a + st[i + 1];
-            pair = m2 < end ? 1 + (((m2 | v | v2) >> 64) != 0) : 0;
-        }
-        if (pair == 2) {
-            glide_pair2(m, v, bits + (int64_t)sc[i], m2, v2, bits + (int64_t)sc[i + 1], &g, &g2);
-            i += 2;
-        } else if (pair) {
-            glide_pair(m, v, bits + (int64_t)sc[i], m2, v2, bits + (int64_t)sc[i + 1], &g, &g2);
-            i += 2;
-        } else {
-            g = glide_from(m, v, bits + (int64_t)sc[i]);
-            i += 1;
-        }
-        if (g > best)
-            best = g, best_n = m;
-        if (g2 > best)
-            best = g2, best_n = m2;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double seconds = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);

@@ -30,7 +30,7 @@ DEFAULT_MAX_STEPS = 100_000
 # The verification sieve: residues mod 2^sieve_bits (0: none); 2^30 needs ~300 MiB
 DEFAULT_SIEVE_BITS = 24
 MAX_SIEVE_BITS = 30
-# Bits the sieve goes further per start value, without a table (4 KiB of tables per bit count)
+# Bits the sieve goes further per start value, without a table of residues
 DEFAULT_SIEVE_EXTRA_BITS = 12
 MAX_SIEVE_EXTRA_BITS = 16
 

@@ -8,7 +8,12 @@ without being touched once the chunk's running maximum glide has reached
 the glide records and the maximum stay those of the plain computation. Until
 then, and wherever the sieve's conditions do not hold, every value is
 followed. Survivors start from 3^c a + T^k(b) after k steps, taken a by a
-and residue by residue, and continue by rounds of one odd step and all its
+and residue by residue. The sieve then goes `extra` bits further for each
+start value (steptables.build_sieve_extension: a table indexed by c and
+v mod 2^extra, no table of the deeper residues), which sieves out about 55%
+of the table's survivors at 12 bits and moves the others `extra` steps on;
+a batch of table entries keeps its survivors without a branch per entry.
+Survivors continue by rounds of one odd step and all its
 halvings (glidewalk; one word while the values fit, two survivors at a time
 so that their rounds overlap), so the glide is exact and records are taken
 in order of n.

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
+
 import numpy as np
 import pytest
 import reference as ref
+from helpers import ROOT
 
 from hpcthreads.backends import make_backend, steptables
 from hpcthreads.backends.glidewalk import first_drop64, glide_from
@@ -23,15 +27,11 @@ def backend():
     return make_backend("numba-cpu")
 
 
-def run_verify(backend, start, count, chunk, bits, max_steps=100_000):
-    job = make_job(
-        {
-            "name": "t",
-            "type": "verify",
-            "parameters": {"start": start, "count": count, "sieve_bits": bits, "max_steps": max_steps},
-        },
-        0,
-    )
+def run_verify(backend, start, count, chunk, bits, max_steps=100_000, extra=None):
+    params = {"start": start, "count": count, "sieve_bits": bits, "max_steps": max_steps}
+    if extra is not None:
+        params["sieve_extra_bits"] = extra
+    job = make_job({"name": "t", "type": "verify", "parameters": params}, 0)
     workload = make_workload(job)
     summary = workload.empty()
     for off in range(0, count, chunk):
@@ -130,3 +130,116 @@ def test_first_drop64():
         v = min(v, MASK64)
         want = next(j for j in range(1, 65) if v >> j < n)
         assert first_drop64(U64(v), U64(n)) == want
+
+
+def brute_force_sieve(depth):
+    """{residue: (c, T^depth(residue))} of the residues mod 2^depth that do not drop within depth T steps.
+
+    Straight from the definition: b survives when 3^c_j >= 2^j after each of
+    its first j <= depth T steps (c_j odd steps among them).
+    """
+    survivors = {}
+    for b in range(1 << depth):
+        v, c = b, 0
+        for j in range(1, depth + 1):
+            if v & 1:
+                v, c = (3 * v + 1) // 2, c + 1
+            else:
+                v //= 2
+            if 3**c < 2**j:
+                break
+        else:
+            survivors[b] = (c, v)
+    return survivors
+
+
+def extended_survivors(bits, extra):
+    """The same, from the 2^bits table and its extension by `extra` bits."""
+    res, packed, _, _ = steptables.build_sieve(bits)
+    cs = (packed >> U64(56)).astype(np.int64)
+    present = np.zeros(bits + 1, np.bool_)
+    present[cs] = True
+    kill, ce, de, _ = steptables.build_sieve_extension(bits, extra, present)
+    mask = (1 << extra) - 1
+    survivors = {}
+    for b, c, p in zip(res.tolist(), cs.tolist(), packed.tolist()):
+        d = p & ((1 << 56) - 1)
+        for x in range(1 << extra):
+            v = 3**c * x + d  # n = 2^bits x + b after `bits` steps, with a = x
+            r = v & mask
+            if not kill[(c << extra) | r]:
+                survivors[b + (x << bits)] = (c + int(ce[r]), 3 ** int(ce[r]) * (v >> extra) + int(de[r]))
+    return survivors
+
+
+@pytest.mark.parametrize("bits,extra", [(1, 1), (3, 9), (6, 6), (8, 4), (10, 2), (4, 0)])
+def test_sieve_extension_keeps_exactly_the_deeper_sieves_survivors(bits, extra):
+    assert extended_survivors(bits, extra) == brute_force_sieve(bits + extra)
+
+
+@pytest.mark.parametrize("bits,extra", [(4, 6), (8, 4)])
+def test_sieve_extension_glide_bound(bits, extra):
+    """Every start value >= 2^(bits+extra) that the extension sieves out has glide <= its glide_max."""
+    depth = bits + extra
+    res, packed, base_glide_max, _ = steptables.build_sieve(bits)
+    present = np.zeros(bits + 1, np.bool_)
+    present[(packed >> U64(56)).astype(np.int64)] = True
+    glide_max = steptables.build_sieve_extension(bits, extra, present)[3]
+    survivors = brute_force_sieve(depth)
+    table = set(res.tolist())
+    sieved = [b for b in range(1 << depth) if b % (1 << bits) in table and b not in survivors]
+    assert sieved
+    rng = np.random.default_rng(depth)
+    seen = 0
+    for b in sieved:
+        for a in (1, 2, int(rng.integers(3, 2**40)), 2**70 + 1):
+            g = ref.glide((a << depth) + b)
+            assert g <= glide_max
+            seen = max(seen, g)
+    assert seen == glide_max, "the bound is the largest glide that occurs"
+    assert glide_max > base_glide_max
+
+
+@pytest.mark.parametrize(
+    "start,count,chunk,bits,extra",
+    [
+        # Both sides of 2^(bits+extra), where the extension starts to apply
+        (2**12 - 1500, 3000, 1000, 6, 6),
+        (2**40 + 3, 3000, 1000, 6, 1),
+        (2**40 - 777, 3000, 700, 4, 10),
+        (2**40 + 11, 4096, 4096, 8, 16),
+        # Values crossing 2^64, the a of the table crossing 2^64, the 2^76 limit
+        (2**64 - 1500, 3000, 1000, 3, 16),
+        (2**67 - 600, 1200, 400, 3, 12),
+        (2**76 - 600, 1200, 300, 8, 12),
+    ],
+)
+@pytest.mark.parametrize("tight", [False, True])
+def test_extended_sieve_matches_brute_force(backend, start, count, chunk, bits, extra, tight):
+    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
+    max_steps = 100_000
+    if tight:
+        # Just above the extension's largest sieved glide, so that the sieve still applies
+        present = np.ones(bits + 1, np.bool_)
+        max_steps = max(steptables.build_sieve_extension(bits, extra, present)[3], 60) + 4
+    got = run_verify(backend, start, count, chunk, bits, max_steps, extra)
+    assert got.unresolved == [n for n, g in glides if g > max_steps]
+    assert got.covered == count - len(got.unresolved)
+    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= max_steps])
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
+@pytest.mark.parametrize("start", [2**40 + 5, 2**64 - 20_000])
+def test_benchmark_c_reference_agrees(backend, start):
+    """benchmarks/verify_ref.c, the benchmark's baseline, finds the same maximum glide as numba-cpu."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import bench_verify
+    finally:
+        sys.path.pop(0)
+    bench_verify.compile_reference()
+    count = 40_000
+    glide, minus_n = max((ref.glide(n), -n) for n in range(start, start + count))
+    for bits, extra in [(8, 0), (8, 6), (12, 12)]:
+        assert bench_verify.run_c(start, count, bits, extra)[0] == (-minus_n, glide)
+        assert bench_verify.run_numba(backend, start, count, bits, extra)[0] == (-minus_n, glide)
