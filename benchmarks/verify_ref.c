@@ -303,6 +303,12 @@ int main(int argc, char **argv)
     pow3[0] = 1;
     for (int i = 1; i < 64; i++)
         pow3[i] = 3 * pow3[i - 1];
+    /* The extension applies from 2^(bits + extra): below, fewer extra bits that apply at once */
+    int top = 127;
+    while (top > 0 && !((start >> top) & 1))
+        top--;
+    if (extra > top - bits)
+        extra = top - bits > 0 ? top - bits : 0;
     if (start < 2 || bits < 1 || bits > 32 || extra < 0 || extra > 16 || build_sieve(bits) ||
         build_extension(bits, extra, pow3)) {
         fprintf(stderr, "need start >= 2, 1 <= BITS <= 32, 0 <= EXTRA <= 16 and memory\n");

@@ -27,11 +27,11 @@ MAX_START = 2**128
 # The default step bound of `verify`: no known start value needs a tenth of it
 DEFAULT_MAX_STEPS = 100_000
 
-# The verification sieve: residues mod 2^sieve_bits (0: none); 2^30 needs ~300 MiB
-DEFAULT_SIEVE_BITS = 24
+# The verification sieve: residues mod 2^sieve_bits (0: none); 2^28 takes 54 MiB, 2^30 about 200 MiB
+DEFAULT_SIEVE_BITS = 28
 MAX_SIEVE_BITS = 30
 # Bits the sieve goes further per start value, without a table of residues
-DEFAULT_SIEVE_EXTRA_BITS = 12
+DEFAULT_SIEVE_EXTRA_BITS = 14
 MAX_SIEVE_EXTRA_BITS = 16
 
 # Per-type parameters: name -> (required, default, minimum)

@@ -125,6 +125,8 @@ class NumbaCPUBackend(BaseBackend):
     ) -> VerifyRaw:
         shi, slo = split_words(start)
         cold, pow3 = self._tables[4:6]
+        # The extension applies from 2^(bits + extra): below, fewer extra bits that apply at once
+        sieve_extra_bits = max(0, min(sieve_extra_bits, start.bit_length() - 1 - sieve_bits))
         out = self._sieve.verify_range(
             np.uint64(shi),
             np.uint64(slo),
