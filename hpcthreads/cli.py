@@ -339,14 +339,22 @@ def export(path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tup
 @click.option(
     "--ranks", type=int, help="Ranks on this node to place (default: the launcher's, else one per GPU + 1)."
 )
-def info(device: str, ranks: int | None) -> None:
+@click.option(
+    "--warm-up",
+    is_flag=True,
+    help="Also compile the CPU kernels into the cache and build the default tables, as a first run "
+    "would on every rank (about 30 s once; for container images and shared installs).",
+)
+def info(device: str, ranks: int | None, warm_up: bool) -> None:
     """Print the versions of Python, MPI, h5py and Numba, the backends available here, and the
     device and backend each rank on this node would use."""
-    from hpcthreads.inspection import environment_report
+    from hpcthreads.inspection import environment_report, warm_up_caches
     from hpcthreads.placement import placement_report
 
     try:
         click.echo(environment_report())
         click.echo(placement_report(device, ranks))
+        if warm_up:
+            click.echo(warm_up_caches())
     except HPCThreadsError as exc:
         _fail(exc)

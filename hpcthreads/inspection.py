@@ -92,3 +92,23 @@ def _mpi_report() -> str:
         return f"mpi4py {mpi4py.__version__}; {library}; {MPI.COMM_WORLD.Get_size()} rank(s)"
     except Exception as exc:  # noqa: BLE001
         return f"not available ({exc.__class__.__name__}: {exc})"
+
+
+def warm_up_caches() -> str:
+    """Compile the numba-cpu kernels into Numba's cache and build the default verify tables.
+
+    What the first run on a machine (or in a fresh image) would otherwise do
+    on every rank at start-up; returns a line saying how long it took and where.
+    """
+    import time
+
+    from hpcthreads.backends import kernelcache, make_backend
+    from hpcthreads.backends.tablecache import cache_dir
+    from hpcthreads.config import DEFAULT_MAX_STEPS, DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS
+
+    t0 = time.perf_counter()
+    backend = make_backend("numba-cpu")
+    backend.warm_up()
+    backend.verify_range(2**60, 1, DEFAULT_MAX_STEPS, DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS)
+    seconds = time.perf_counter() - t0
+    return f"kernels compiled into {kernelcache.configure()}, tables in {cache_dir()} ({seconds:.1f} s)"

@@ -59,6 +59,8 @@ class ChunkRunner:
         self.busy = 0.0
         self.items = 0
         backend.warm_up()
+        for workload in workloads:
+            workload.prepare(backend)
 
     def sub_size(self, job: int) -> int:
         speed = self.speed.get(job)

@@ -132,3 +132,24 @@ def test_importing_the_package_starts_nothing_heavy():
         [sys.executable, "-c", "import json;" + code], capture_output=True, text=True, check=True
     )
     assert json.loads(proc.stdout) == []
+
+
+def test_info_warm_up_leaves_nothing_to_compile(tmp_path):
+    """After `info --warm-up`, runs of every job type load their kernels from the cache: no new entries."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    proc = cli("info", "--warm-up", env=env, timeout=600, check=True)
+    assert "kernels compiled into" in proc.stdout
+    numba_dir = tmp_path / "cache" / "hpcthreads" / "numba"
+    before = {p: p.stat().st_mtime_ns for p in numba_dir.rglob("*") if p.is_file()}
+    assert any(p.suffix == ".nbi" for p in before), "no kernel was cached"
+    assert list((tmp_path / "cache" / "hpcthreads").glob("sieve-28-*.npz")), "the default sieve was not built"
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        "jobs:\n"
+        "  - {name: c, type: collatz, parameters: {start: 1000000, count: 5000, store: per-number}}\n"
+        "  - {name: v, type: verify, parameters: {start: 1099511627776, count: 300000}}\n"
+        "  - {name: t, type: thread, parameters: {thread_count: 50, max_depth: 40}}\n"
+    )
+    cli("run", str(jobs), "-o", str(tmp_path / "out.h5"), "--quiet", env=env, check=True)
+    after = {p: p.stat().st_mtime_ns for p in numba_dir.rglob("*") if p.is_file()}
+    assert after == before

@@ -76,7 +76,11 @@ class BaseBackend:
         return self.name
 
     def warm_up(self) -> None:
-        """Compile or load every kernel now, so that no chunk pays for it."""
+        """Compile or load every kernel now, so that no chunk pays for it.
+
+        The verify kernel is compiled with a small sieve; each verify job then
+        loads the tables of its own (BaseWorkload.prepare).
+        """
         self.collatz_range(1, 2, True)
-        self.verify_range(1, 2, 10)
+        self.verify_range(2**20, 2, 10, 4, 2)
         self.thread_paths(1, 2, 2)

@@ -54,6 +54,9 @@ class BaseWorkload:
     def compute(self, backend: BaseBackend, offset: int, count: int) -> ChunkOutput:
         raise NotImplementedError
 
+    def prepare(self, backend: BaseBackend) -> None:
+        """Build or load what this job's chunks need on `backend` (tables), before the first chunk."""
+
     def merge(self, a: Any, b: Any) -> Any:
         raise NotImplementedError
 

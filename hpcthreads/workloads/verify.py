@@ -36,6 +36,12 @@ class VerifyWorkload(BaseWorkload):
     def empty(self) -> VerifySummary:
         return VerifySummary()
 
+    def prepare(self, backend: BaseBackend) -> None:
+        # One value at the start: loads or builds the sieve's tables for this range
+        params = self.job.params
+        bits, extra = params["sieve_bits"], params["sieve_extra_bits"]
+        backend.verify_range(self.job.start, 1, self.max_steps, bits, extra)
+
     def compute(self, backend: BaseBackend, offset: int, count: int) -> ChunkOutput:
         first = self.job.start + offset
         params = self.job.params
