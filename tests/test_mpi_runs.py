@@ -150,8 +150,9 @@ def test_a_silent_worker_is_named_after_the_heartbeat_timeout(tmp_path):
         env=faults,
         timeout=60,
     )
-    assert proc.returncode != 0
-    assert "rank 2 on" in proc.stderr and "sent nothing for 3 s while holding work" in proc.stderr
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode != 0, report
+    assert "rank 2 on" in proc.stderr and "sent nothing for 3 s while holding work" in proc.stderr, report
     # Aborted: the partial file and its ledger stay for --resume, no final file appears
     assert not out.exists()
     assert (tmp_path / "silent.h5.partial").exists() and (tmp_path / "silent.h5.checkpoint").exists()
