@@ -64,3 +64,18 @@ def collatz_summary(start: int, count: int) -> dict:
 
 def thread_path(n: int, max_depth: int) -> list[int]:
     return orbit(n)[: max_depth + 1]
+
+
+def thread_steps(n: int, max_depth: int) -> tuple[list[int], bool]:
+    """A `thread` kernel's values from n, and whether it stopped because 3x+1 would reach 2**128.
+
+    Up to max_depth steps; a thread stops at 1, and before a 3x+1 that would
+    not fit in 128 bits (the exact path takes over from there).
+    """
+    values = [n]
+    while len(values) <= max_depth and values[-1] != 1:
+        x = values[-1]
+        if x % 2 and 3 * x + 1 >= 2**128:
+            return values, True
+        values.append(3 * x + 1 if x % 2 else x // 2)
+    return values, False

@@ -18,9 +18,11 @@ from numba import njit
 
 from hpcthreads.backends import kernelcache
 from hpcthreads.backends.wideops import (
+    LIMIT128_HI,
     MASK32,
     OK,
     ONE,
+    OVERFLOW,
     U64,
     ZERO,
     halve,
@@ -39,6 +41,8 @@ BLOCK_BITS = 16
 BLOCK_LIMIT_HI = U64(1 << 32)
 SIEVE_SHIFT = U64(56)
 SIEVE_MASK = U64((1 << 56) - 1)
+# A thread stops short of max_depth at 1 (AT_ONE) or where 3n+1 would leave 128 bits (OVERFLOW)
+AT_ONE = 3
 
 
 @njit(inline="always")
@@ -214,35 +218,101 @@ def scan_range(
     return i
 
 
+@njit(inline="always")
+def standard_step(hi, lo):
+    """n/2 or 3n+1 without a branch on the parity (3n+1 wraps modulo 2^128: callers rule that out)."""
+    thi, tlo = triple_plus_one(hi, lo)
+    hhi, hlo = halve(hi, lo)
+    odd = (lo & ONE) != ZERO
+    return (thi if odd else hhi), (tlo if odd else hlo)
+
+
+@njit(inline="always")
+def may_stop(hi, lo):
+    # At 1, or close enough to 2^128 that 3n+1 may not fit: `stop_kind` decides exactly
+    return lo == ONE or hi >= LIMIT128_HI
+
+
+@njit(inline="always")
+def stop_kind(hi, lo):
+    """OK where a thread steps on, AT_ONE at 1, OVERFLOW where 3n+1 would leave 128 bits."""
+    if hi == ZERO and lo == ONE:
+        return AT_ONE
+    if (lo & ONE) != ZERO and too_big_for_odd_step(hi, lo):
+        return OVERFLOW
+    return OK
+
+
 @njit(cache=True)
 def thread_paths(shi, slo, count, max_depth, paths_lo, paths_hi, depth, final_lo, final_hi):
-    """Paths of `count` threads from start; returns offsets that left 128 bits.
+    """Paths of `count` threads from start; returns the offsets that left 128 bits, ascending.
 
-    Rows of `paths_*` must be zero on entry: the padding after each path.
+    Rows of `paths_*` must be zero on entry: only nonzero words are written, so
+    the padding after each path and the high words of values below 2^64 cost
+    no store (nor, in fresh pages, a page fault). Threads go in pairs, in
+    lock-step: two independent branch-free chains overlap, where a single
+    thread waits on each step or on a mispredicted parity branch
+    (benchmarks/bench_threads.py). Helpers here take no arrays: an inlined
+    helper that does costs NRT reference counting per call, here per thread.
     """
     # One slot per thread: no array is reassigned in the loop (see scan_range)
     over = np.zeros(count, np.uint64)
+    # (hi, lo) of the pair while the exact checks run
+    lanes = np.zeros(4, np.uint64)
+    last = U64(max_depth)
     no = 0
     nhi, nlo = shi, slo
-    for i in range(count):
-        vhi, vlo = nhi, nlo
-        paths_lo[i, 0] = vlo
-        paths_hi[i, 0] = vhi
-        steps = 0
-        while steps < max_depth and not (vhi == ZERO and vlo == ONE):
-            if (vlo & ONE) == ZERO:
-                vhi, vlo = halve(vhi, vlo)
-            elif too_big_for_odd_step(vhi, vlo):
-                over[no] = U64(i)
-                no += 1
-                break
-            else:
-                vhi, vlo = triple_plus_one(vhi, vlo)
-            steps += 1
-            paths_lo[i, steps] = vlo
-            paths_hi[i, steps] = vhi
-        depth[i] = steps
-        final_lo[i] = vlo
-        final_hi[i] = vhi
+    for a in range(0, count, 2):
+        # Threads a and b = a+1; a missing b is 0, which never stops and is never stored
+        b = a + 1
+        ahi, alo = nhi, nlo
         nhi, nlo = next_start(nhi, nlo)
+        bhi = blo = ZERO
+        if b < count:
+            bhi, blo = nhi, nlo
+            nhi, nlo = next_start(nhi, nlo)
+        steps = ZERO
+        while True:
+            # The rows are zero, and so is a thread that stopped: zero words are not stored
+            if alo != ZERO:
+                paths_lo[a, steps] = alo
+            if ahi != ZERO:
+                paths_hi[a, steps] = ahi
+            if blo != ZERO:
+                paths_lo[b, steps] = blo
+            if bhi != ZERO:
+                paths_hi[b, steps] = bhi
+            if steps == last:
+                break
+            if not (may_stop(ahi, alo) or may_stop(bhi, blo)):
+                ahi, alo = standard_step(ahi, alo)
+                bhi, blo = standard_step(bhi, blo)
+                steps += ONE
+                continue
+            # Exact checks, then one step of the threads that go on; the others stop here
+            lanes[0], lanes[1], lanes[2], lanes[3] = ahi, alo, bhi, blo
+            for pos in range(2):
+                hi, lo = lanes[2 * pos], lanes[2 * pos + 1]
+                kind = stop_kind(hi, lo)
+                if kind == OK:
+                    lanes[2 * pos], lanes[2 * pos + 1] = standard_step(hi, lo)
+                    continue
+                if kind == OVERFLOW:
+                    # Thread b may stop first: keep the offsets ascending
+                    over[no] = U64(a + pos)
+                    if no > 0 and over[no - 1] > over[no]:
+                        over[no - 1], over[no] = over[no], over[no - 1]
+                    no += 1
+                depth[a + pos], final_hi[a + pos], final_lo[a + pos] = steps, hi, lo
+                lanes[2 * pos] = lanes[2 * pos + 1] = ZERO
+            ahi, alo, bhi, blo = lanes[0], lanes[1], lanes[2], lanes[3]
+            if (ahi | alo | bhi | blo) == ZERO:
+                break
+            steps += ONE
+        # Threads still going after max_depth steps
+        lanes[0], lanes[1], lanes[2], lanes[3] = ahi, alo, bhi, blo
+        for pos in range(min(2, count - a)):
+            hi, lo = lanes[2 * pos], lanes[2 * pos + 1]
+            if hi != ZERO or lo != ZERO:
+                depth[a + pos], final_hi[a + pos], final_lo[a + pos] = steps, hi, lo
     return over[:no].copy()

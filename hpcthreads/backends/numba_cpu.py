@@ -140,6 +140,7 @@ class NumbaCPUBackend(BaseBackend):
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)
+        # The kernel stores only nonzero words; large zeroed arrays come as untouched zero pages
         paths_lo = np.zeros((count, max_depth + 1), np.uint64)
         paths_hi = np.zeros((count, max_depth + 1), np.uint64)
         depth = np.zeros(count, np.uint32)
