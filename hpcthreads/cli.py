@@ -13,7 +13,16 @@ from hpcthreads import __version__
 from hpcthreads.config import JOB_TYPES, STORE_MODES, RunConfig, load_job_file, make_jobs
 from hpcthreads.errors import ConfigError, HPCThreadsError
 
-SHORTHAND_OPTIONS = ("start", "count", "batch_size", "store", "max_steps", "max_depth")
+SHORTHAND_OPTIONS = (
+    "start",
+    "count",
+    "batch_size",
+    "store",
+    "max_steps",
+    "sieve_bits",
+    "sieve_extra_bits",
+    "max_depth",
+)
 
 
 def _fail(exc: HPCThreadsError) -> None:
@@ -57,6 +66,12 @@ def main() -> None:
     "--store", type=click.Choice(STORE_MODES), help="Shorthand (collatz): also store per-number arrays."
 )
 @click.option("--max-steps", help="Shorthand (verify): step bound; values past it are listed as unresolved.")
+@click.option(
+    "--sieve-bits", help="Shorthand (verify): the sieve's table, residues mod 2^k (0-30, default 28)."
+)
+@click.option(
+    "--sieve-extra-bits", help="Shorthand (verify): bits the sieve goes further per value (0-16, default 14)."
+)
 @click.option("--max-depth", help="Shorthand (thread): steps per thread.")
 @click.option("--name", default=None, help="Shorthand: job name (default: the job type).")
 @click.option(

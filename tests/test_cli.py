@@ -153,3 +153,20 @@ def test_info_warm_up_leaves_nothing_to_compile(tmp_path):
     cli("run", str(jobs), "-o", str(tmp_path / "out.h5"), "--quiet", env=env, check=True)
     after = {p: p.stat().st_mtime_ns for p in numba_dir.rglob("*") if p.is_file()}
     assert after == before
+
+
+def test_verify_shorthand_takes_the_sieve(tmp_path):
+    """--sieve-bits and --sieve-extra-bits reach the job; with or without the sieve the results agree."""
+    summaries = []
+    for bits, extra in [("0", "0"), ("12", "4")]:
+        out = tmp_path / f"v{bits}.h5"
+        args = ["run", "verify", "--start", "2**40", "--count", "2e5", "-o", str(out), "--quiet"]
+        cli(*args, "--sieve-bits", bits, "--sieve-extra-bits", extra, check=True)
+        with h5py.File(out) as f:
+            attrs = f["jobs/verify"].attrs
+            assert (attrs["sieve_bits"], attrs["sieve_extra_bits"]) == (int(bits), int(extra))
+        (job,) = inspect_json(out)["jobs"].values()
+        summaries.append({key: job[key] for key in ("count", "covered", "max_glide", "unresolved")})
+    assert summaries[0] == summaries[1]
+    proc = cli("run", "verify", "--count", "10", "--sieve-extra-bits", "20", "-o", str(tmp_path / "x.h5"))
+    assert proc.returncode == 2 and "sieve_extra_bits must be at most 16" in proc.stderr

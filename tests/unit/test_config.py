@@ -61,6 +61,18 @@ def test_defaults_are_filled_in():
         (job(gpu_preferred="yes"), "job 'a': gpu_preferred"),
         (job(parameters={"count": 5, "store": "all"}), "job 'a': store: 'all'"),
         (
+            job(type="verify", parameters={"count": 5, "sieve_bits": 31}),
+            "job 'a': sieve_bits must be at most 30, got 31",
+        ),
+        (
+            job(type="verify", parameters={"count": 5, "sieve_extra_bits": 17}),
+            "job 'a': sieve_extra_bits must be at most 16, got 17",
+        ),
+        (
+            job(type="verify", parameters={"count": 5, "sieve_extra_bits": -1}),
+            "job 'a': sieve_extra_bits must be at least 0",
+        ),
+        (
             job(parameters={"count": 5, "start": "2**128"}),
             "job 'a': start \\+ count must stay below 2\\*\\*128",
         ),
