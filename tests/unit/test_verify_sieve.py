@@ -208,6 +208,8 @@ def test_sieve_extension_glide_bound(bits, extra):
         (2**40 + 3, 3000, 1000, 6, 1),
         (2**40 - 777, 3000, 700, 4, 10),
         (2**40 + 11, 4096, 4096, 8, 16),
+        # A table of 2114 residues: many batches per a, chunks ending mid-batch
+        (2**40 + 1000, 140_000, 50_000, 16, 4),
         # Values crossing 2^64, the a of the table crossing 2^64, the 2^76 limit
         (2**64 - 1500, 3000, 1000, 3, 16),
         (2**67 - 600, 1200, 400, 3, 12),
