@@ -26,12 +26,12 @@ from hpcthreads.backends import kernelcache
 from hpcthreads.backends.wideops import (
     LIMIT64,
     LIMIT128_HI,
-    LIMIT128_LO,
     OK,
     ONE,
     OVERFLOW,
     THREE,
     TOO_LONG,
+    U64,
     ZERO,
     below,
     halve,
@@ -122,6 +122,8 @@ def glide_rest(nhi, nlo, vhi, vlo, steps, max_steps):
     return glide_from(nhi, nlo, vhi, vlo, steps, max_steps)
 
 
+# 3w+1 carries 1 into the high word past LIMIT64, 2 past CARRY2
+CARRY2 = U64(0xAAAAAAAAAAAAAAAA)
 # Lanes of glide_pair
 RUNNING, DROPPED, HANDOVER = range(3)
 
@@ -179,7 +181,13 @@ def glide_pair(n1, v1, s1, n2, v2, s2, max_steps):
 @njit(inline="always")
 def lane_round2(vhi, vlo, nhi, nlo, steps, max_steps):
     """lane_round in two words: (vhi, vlo, steps, lane state); HANDOVER when 3v+1 may leave 128 bits."""
-    whi, wlo, t = shift_out_zeros(vhi, vlo)
+    if vlo == ZERO:
+        whi, wlo, t = shift_out_zeros(vhi, vlo)
+    else:
+        # v is even: 1 <= t <= 63, a shift of both words without a branch
+        t = trailing_zeros(vlo)
+        whi, wlo = vhi >> t, (vlo >> t) | (vhi << (U64(64) - t))
+        t = np.int64(t)
     if below(whi, wlo, nhi, nlo):
         while True:
             vhi, vlo = halve(vhi, vlo)
@@ -187,10 +195,11 @@ def lane_round2(vhi, vlo, nhi, nlo, steps, max_steps):
             if less(vhi, vlo, nhi, nlo):
                 return vhi, vlo, steps, DROPPED
     steps += t
-    if steps >= max_steps or below(LIMIT128_HI, LIMIT128_LO, whi, wlo):
+    # At or past 0x5555...5555 * 2^64 3w+1 may not fit: the exact check is glide_from's
+    if steps >= max_steps or whi >= LIMIT128_HI:
         return whi, wlo, steps, HANDOVER
-    vhi, vlo = triple_plus_one(whi, wlo)
-    return vhi, vlo, steps + 1, RUNNING
+    carry = U64(wlo > LIMIT64) + U64(wlo > CARRY2)
+    return whi * THREE + carry, wlo * THREE + ONE, steps + 1, RUNNING
 
 
 @njit(cache=True)

@@ -11,7 +11,7 @@ import reference as ref
 from helpers import ROOT
 
 from hpcthreads.backends import make_backend, steptables
-from hpcthreads.backends.glidewalk import first_drop64, glide_from
+from hpcthreads.backends.glidewalk import first_drop64, glide_from, glide_pair2
 from hpcthreads.backends.wideops import OK, OVERFLOW, TOO_LONG
 from hpcthreads.config import make_job
 from hpcthreads.workloads import make_workload
@@ -245,3 +245,41 @@ def test_benchmark_c_reference_agrees(backend, start):
     for bits, extra in [(8, 0), (8, 6), (12, 12)]:
         assert bench_verify.run_c(start, count, bits, extra)[0] == (-minus_n, glide)
         assert bench_verify.run_numba(backend, start, count, bits, extra)[0] == (-minus_n, glide)
+
+
+def walk_reference(n, v, steps, max_steps):
+    """(status, glide) of glide_from, with Python integers: v after `steps` steps from n, until below n."""
+    while v >= n:
+        if steps >= max_steps:
+            return TOO_LONG, steps
+        if v & 1:
+            v = 3 * v + 1
+            if v >= 2**128:
+                return OVERFLOW, steps
+        else:
+            v //= 2
+        steps += 1
+    return OK, steps
+
+
+@pytest.mark.parametrize(
+    "low",
+    # The low word of an odd w at which 3w+1 starts to carry 1, then 2, into the high word
+    [0x5555555555555553, 0x5555555555555555, 0x5555555555555557, 0xAAAAAAAAAAAAAAA9, 0xAAAAAAAAAAAAAAAB],
+)
+@pytest.mark.parametrize("high", [1, 2**40 + 3, 0x5555555555555554, 0x5555555555555555, 2**63 - 1])
+def test_two_word_pair_walk_at_carry_and_overflow_boundaries(high, low):
+    """glide_pair2 from v = 2w (w odd with the given words) against Python integers, both lanes."""
+    w = (high << 64) | low
+    for n in (w - 12345, w // 3 + 1, 2**64 + 1):
+        want = walk_reference(n, 2 * w, 7, 10**6)
+        got = glide_pair2(
+            U64(n >> 64), U64(n & MASK64), U64(w >> 63), U64((2 * w) & MASK64), 7,
+            U64(0), U64(3), U64(0), U64(8), 0, 10**6,
+        )  # fmt: skip
+        status, glide = got[0], got[1]
+        if want[0] == OVERFLOW:
+            assert status == OVERFLOW
+        else:
+            assert (status, glide) == want
+        assert (got[2], got[3]) == walk_reference(3, 8, 0, 10**6)
