@@ -28,7 +28,7 @@ from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 class NoopBackend(BaseBackend):
     name = "noop"
 
-    def warm_up(self) -> None:
+    def warm_up(self, types: Any = ()) -> None:
         pass
 
 

@@ -58,7 +58,7 @@ class ChunkRunner:
         self.speed: dict[int, float] = {}
         self.busy = 0.0
         self.items = 0
-        backend.warm_up()
+        backend.warm_up({workload.type for workload in workloads})
         for workload in workloads:
             workload.prepare(backend)
 

@@ -170,3 +170,13 @@ def test_verify_shorthand_takes_the_sieve(tmp_path):
     assert summaries[0] == summaries[1]
     proc = cli("run", "verify", "--count", "10", "--sieve-extra-bits", "20", "-o", str(tmp_path / "x.h5"))
     assert proc.returncode == 2 and "sieve_extra_bits must be at most 16" in proc.stderr
+
+
+def test_a_run_compiles_only_the_kernels_of_its_job_types(tmp_path):
+    """With a cold cache, a collatz run compiles the collatz kernels and no verify or thread kernel."""
+    env = {"XDG_CACHE_HOME": str(tmp_path / "cache"), "NUMBA_CACHE_DIR": ""}
+    cli("run", "collatz", "--count", "1000", "-o", str(tmp_path / "c.h5"), "--quiet", env=env, check=True)
+    cached = {p.name.split("-")[0] for p in (tmp_path / "cache" / "hpcthreads" / "numba").rglob("*.nbi")}
+    assert "cpukernels.collatz_range" in cached
+    assert not {name for name in cached if name.startswith(("sieve.", "glidewalk."))}
+    assert "cpukernels.thread_paths" not in cached

@@ -8,11 +8,12 @@ kernel reports as leaving 128 bits. Record tables are uint64 rows
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
 
-from hpcthreads.config import DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS
+from hpcthreads.config import DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS, JOB_TYPES
 
 
 class CollatzRaw(NamedTuple):
@@ -75,12 +76,16 @@ class BaseBackend:
     def describe(self) -> str:
         return self.name
 
-    def warm_up(self) -> None:
-        """Compile or load every kernel now, so that no chunk pays for it.
+    def warm_up(self, types: Iterable[str] = JOB_TYPES) -> None:
+        """Compile or load the kernels of these job types now, so that no chunk pays for it.
 
         The verify kernel is compiled with a small sieve; each verify job then
         loads the tables of its own (BaseWorkload.prepare).
         """
-        self.collatz_range(1, 2, True)
-        self.verify_range(2**20, 2, 10, 4, 2)
-        self.thread_paths(1, 2, 2)
+        types = set(types)
+        if "collatz" in types:
+            self.collatz_range(1, 2, True)
+        if "verify" in types:
+            self.verify_range(2**20, 2, 10, 4, 2)
+        if "thread" in types:
+            self.thread_paths(1, 2, 2)

@@ -12,12 +12,14 @@ to per-number results of the whole chunk, which are exact too.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
 from hpcthreads.backends import gpuscan
 from hpcthreads.backends.base import BaseBackend, CollatzRaw, ThreadRaw, VerifyRaw, split_words
+from hpcthreads.config import JOB_TYPES
 
 ST_OVERFLOW = 1
 ST_TOO_LONG = 2
@@ -52,12 +54,16 @@ class BaseGPUBackend(BaseBackend):
         self._tables = tuple(self._put(t) for t in tables)
         self._tsize = len(tables[0])
 
-    def warm_up(self) -> None:
-        """Compile every kernel now, the range kernels on both of their paths."""
-        for store in (False, True):
-            self.collatz_range(1, 2, store)
-        self.verify_range(1, 2, 10)
-        self.thread_paths(1, 2, 2)
+    def warm_up(self, types: Iterable[str] = JOB_TYPES) -> None:
+        """Compile the kernels of these job types now, the range kernels on both of their paths."""
+        types = set(types)
+        if "collatz" in types:
+            for store in (False, True):
+                self.collatz_range(1, 2, store)
+        if "verify" in types:
+            self.verify_range(1, 2, 10)
+        if "thread" in types:
+            self.thread_paths(1, 2, 2)
 
     # Device primitives
 
