@@ -88,7 +88,7 @@ def collatz_range(
     state = np.zeros(7, np.int64)
     state[BEST_DELAY] = state[BEST_GLIDE] = -1
     best_peak = np.zeros(2, np.uint64)
-    i = 0
+    i = np.int64(0)  # not the literal 0: one compiled scan_range, not two
     # The scan stops when a table is full or a delay is past the histogram
     while True:
         i = scan_range(

@@ -68,7 +68,7 @@ def verify_range(
     over = np.zeros((8, 3), np.uint64)
     state = np.zeros(4, np.int64)
     state[BEST] = -1
-    i = 0
+    i = np.int64(0)  # not the literal 0: one compiled scan_verify, not two
     while True:
         i = scan_verify(
             shi, slo, i, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra,
@@ -123,7 +123,7 @@ def scan_verify(
             if (sieve >> SIEVE_SHIFT) != ZERO and (nhi != ZERO or (nlo >> bits) >= (sieve & SIEVE_MASK)):
                 glide = np.int64(sieve >> SIEVE_SHIFT)
             else:
-                status, glide = glide_rest(nhi, nlo, nhi, nlo, 0, max_steps)
+                status, glide = glide_rest(nhi, nlo, nhi, nlo, np.int64(0), max_steps)
         if glide == -1:
             glide = 0
         if status == OK and glide > max_steps:

@@ -112,7 +112,7 @@ def build_block_table(bits):
         start = U64(b)
         t = start
         c = 0
-        ncand = 0
+        ncand = np.int64(0)
         sieve = ZERO
         amin = top
         bmin = ~ZERO
@@ -210,7 +210,7 @@ def build_sieve_extension(bits, extra, cs_present):
     3^ce[r] (v >> extra) + de[r], with de[r] = T^extra(r) taken alone.
     """
     size = 1 << extra
-    pow3 = powers_of_three(40)
+    pow3 = powers_of_three(np.int64(40))
     kill = np.zeros((bits + 1) * size, np.uint8)
     ce = np.zeros(size, np.uint64)
     de = np.zeros(size, np.uint64)
