@@ -34,6 +34,10 @@ MAX_SIEVE_BITS = 30
 DEFAULT_SIEVE_EXTRA_BITS = 14
 MAX_SIEVE_EXTRA_BITS = 16
 
+# Parameters that change how fast a job runs, never its results: a resumed run or a merged
+# part may differ in them
+SPEED_ONLY_PARAMETERS = frozenset({"sieve_bits", "sieve_extra_bits"})
+
 # Per-type parameters: name -> (required, default, minimum)
 PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
     "collatz": {
@@ -146,6 +150,12 @@ class Job:
             "gpu_preferred": self.gpu_preferred,
             "parameters": dict(self.params),
         }
+
+
+def comparable(job: dict[str, Any]) -> dict[str, Any]:
+    """A job's dict (Job.to_dict) without its speed-only parameters: what must match to resume or merge."""
+    parameters = {k: v for k, v in job.get("parameters", {}).items() if k not in SPEED_ONLY_PARAMETERS}
+    return {**job, "parameters": parameters}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcthreads import __version__
-from hpcthreads.config import PARAMETERS, Job, make_job
+from hpcthreads.config import PARAMETERS, SPEED_ONLY_PARAMETERS, Job, make_job
 from hpcthreads.errors import ConfigError
 from hpcthreads.io import schema
 from hpcthreads.io.parts import ResultsPart
@@ -26,7 +26,7 @@ from hpcthreads.workloads import make_workload
 from hpcthreads.workloads.base import ChunkOutput
 
 # Parameters that only shape the work, not its results: parts may differ in them
-WORK_SHAPE = {"start", "count", "thread_count", "batch_size"}
+WORK_SHAPE = {"start", "count", "thread_count", "batch_size"} | SPEED_ONLY_PARAMETERS
 
 Piece = tuple[str, Job]
 

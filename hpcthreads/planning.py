@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hpcthreads import ledger
-from hpcthreads.config import RunConfig
+from hpcthreads.config import RunConfig, comparable
 from hpcthreads.errors import ConfigError, OutputError
 
 IO_MODES = ("auto", "mpio", "gather")
@@ -122,10 +122,17 @@ def _check_same_jobs(config: RunConfig, recorded: str, path: Path) -> None:
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"cannot resume {path}: it records no job configuration") from None
     ours = {job.name: job.to_dict() for job in config.jobs}
-    for name in list(ours) + [n for n in theirs if n not in ours]:
-        if json.dumps(ours.get(name), sort_keys=True) != json.dumps(theirs.get(name), sort_keys=True):
+    names = list(ours) + [n for n in theirs if n not in ours]
+
+    def key(job: dict | None) -> str:
+        return json.dumps(comparable(job) if job is not None else None, sort_keys=True)
+
+    for name in names:
+        if key(ours.get(name)) != key(theirs.get(name)):
             raise ConfigError(
                 f"cannot resume {path}: it was started with a different job file (job {name!r} differs); "
                 "use --force to start again"
             )
+    if [n for n in theirs] == list(ours):
+        return  # the same jobs, in the same order, but for settings that change no result
     raise ConfigError(f"cannot resume {path}: it was started with a different job file (job order differs)")

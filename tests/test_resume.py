@@ -118,6 +118,16 @@ def test_resume_with_a_different_job_file_is_refused(tmp_path, job_file):
     assert _files(out) == before
 
 
+def test_resume_may_change_only_the_sieve(tmp_path, job_file, uninterrupted):
+    """The sieve changes no result: a run stopped with one sieve finishes with another, identically."""
+    out = _stopped_run(tmp_path, job_file)
+    other = tmp_path / "other-sieve.yaml"
+    other.write_text(JOBS.replace("count: 1500000,", "count: 1500000, sieve_bits: 12, sieve_extra_bits: 3,"))
+    proc = cli("run", str(other), "-o", str(out), "--resume")
+    assert proc.returncode == 0, proc.stderr
+    assert_same_results(uninterrupted, out)
+
+
 def test_a_stopped_run_is_not_overwritten_without_resume_or_force(tmp_path, job_file):
     out = _stopped_run(tmp_path, job_file)
     before = _files(out)

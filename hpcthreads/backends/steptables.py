@@ -199,12 +199,16 @@ def build_sieve_extension(bits, extra, cs_present):
     A survivor n = 2^bits a + b of the table reaches v = 3^c a + T^bits(b)
     after `bits` T steps. Its next `extra` steps take the parities of
     r = v mod 2^extra (the rest of v is 2^extra times an integer), so with
-    c_j the odd steps among the first j of r, n is sieved out at depth
-    bits + j when 3^(c + c_j) < 2^(bits + j) for some j <= extra:
-    kill[c * 2^extra + r] is 1. As in `build_sieve`, T^i(n) =
-    (3^c_i n + s_i) / 2^i with 0 <= s_i < 3^c_i, so every n >= 2^(bits+extra)
-    of a killed pair drops below itself by then, after at most
-    g = bits + j + c + c_j standard steps; `glide_max` is the largest g over
+    c_j the odd steps among the first j of r, n is sieved out at the first
+    depth i = bits + j with 3^(c + c_j) < 2^i, j <= extra:
+    kill[c * 2^extra + r] is 1. Such an n drops below itself by then: with C
+    odd steps among its first i, T^i(n) = (3^C n + s) / 2^i where
+    s = sum over its odd steps m = 0..C-1 (at step p_m) of 3^(C-1-m) 2^p_m,
+    and every shorter prefix survived (3^m >= 2^p_m), so s <= C 3^(C-1);
+    for n >= 2^i, n (2^i - 3^C) >= 2^i (2^i - 3^C) > C 3^(C-1) >= s (an
+    inequality of i alone, checked for every depth the configuration allows
+    in tests/unit/test_verify_sieve.py), so n >= 2^(bits+extra) suffices. It
+    takes at most g = i + C standard steps; `glide_max` is the largest g over
     the c in `cs_present` (the table's odd-step counts). A pair that is not
     killed does not drop within bits + extra steps, and its value there is
     3^ce[r] (v >> extra) + de[r], with de[r] = T^extra(r) taken alone.

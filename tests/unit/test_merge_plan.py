@@ -30,6 +30,16 @@ def test_parts_may_differ_in_batch_size_only():
         merged_job([part(1, 10, "thread"), part(11, 10, "thread", max_depth=11)])
 
 
+def test_verify_parts_may_differ_in_their_sieve():
+    """The sieve changes how fast a part ran, never its results."""
+    job, _ = merged_job(
+        [part(2**40, 10, "verify", sieve_bits=24, sieve_extra_bits=0), part(2**40 + 10, 10, "verify")]
+    )
+    assert job.size == 20 and job.params["sieve_bits"] == 24
+    with pytest.raises(ConfigError, match="max_steps is 99 in part@"):
+        merged_job([part(2**40, 10, "verify"), part(2**40 + 10, 10, "verify", max_steps=99)])
+
+
 @pytest.mark.parametrize(
     "parts,message",
     [

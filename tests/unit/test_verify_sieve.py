@@ -13,7 +13,7 @@ from helpers import ROOT
 from hpcthreads.backends import make_backend, steptables
 from hpcthreads.backends.glidewalk import first_drop64, glide_from, glide_pair2
 from hpcthreads.backends.wideops import OK, OVERFLOW, TOO_LONG
-from hpcthreads.config import make_job
+from hpcthreads.config import MAX_SIEVE_BITS, MAX_SIEVE_EXTRA_BITS, make_job
 from hpcthreads.workloads import make_workload
 
 FIRST_OVER_64 = 12327829503
@@ -283,3 +283,16 @@ def test_two_word_pair_walk_at_carry_and_overflow_boundaries(high, low):
         else:
             assert (status, glide) == want
         assert (got[2], got[3]) == walk_reference(3, 8, 0, 10**6)
+
+
+def test_sieved_out_values_of_at_least_2_to_the_depth_drop():
+    """The inequality behind exact_from = 2^(bits+extra): 2^i (2^i - 3^C) > C 3^(C-1) when 3^C < 2^i.
+
+    With s <= C 3^(C-1) (steptables.build_sieve_extension), every n >= 2^i of
+    a residue sieved out at depth i then has 3^C n + s < 2^i n.
+    """
+    deepest = MAX_SIEVE_BITS + MAX_SIEVE_EXTRA_BITS
+    for i in range(1, deepest + 1):
+        for c in range(0, i + 1):
+            if 3**c < 2**i:
+                assert 2**i * (2**i - 3**c) > c * 3 ** max(c - 1, 0)
