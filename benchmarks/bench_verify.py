@@ -22,7 +22,7 @@ used here, see hpcthreads/backends/sieve.py).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_verify.py [--count N] [--repeat R] [--sieves 24+0,24+12,28+12]
+    .venv/bin/python benchmarks/bench_verify.py [--count N] [--repeat R] [--sieves 24+0,24+14,28+0,28+14]
 
 The C program is built with ``gcc -O3 -march=native`` into ``benchmarks/_build/``.
 """
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each implementation; best is kept")
     parser.add_argument(
         "--sieves",
-        default="24+0,24+12,28+12",
-        help="sieves as TABLE_BITS+EXTRA_BITS, comma-separated (default 24+0,24+12,28+12)",
+        default="24+0,24+14,28+0,28+14",
+        help="sieves as TABLE_BITS+EXTRA_BITS, comma-separated (default 24+0,24+14,28+0,28+14)",
     )
     args = parser.parse_args(argv)
 
