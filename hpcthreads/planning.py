@@ -133,6 +133,6 @@ def _check_same_jobs(config: RunConfig, recorded: str, path: Path) -> None:
                 f"cannot resume {path}: it was started with a different job file (job {name!r} differs); "
                 "use --force to start again"
             )
-    if [n for n in theirs] == list(ours):
+    if list(theirs) == list(ours):
         return  # the same jobs, in the same order, but for settings that change no result
     raise ConfigError(f"cannot resume {path}: it was started with a different job file (job order differs)")

@@ -36,18 +36,18 @@ class VerifyWorkload(BaseWorkload):
     def empty(self) -> VerifySummary:
         return VerifySummary()
 
+    @property
+    def sieve(self) -> tuple[int, int]:
+        """(sieve_bits, sieve_extra_bits): speed settings, never a change of results."""
+        return self.job.params["sieve_bits"], self.job.params["sieve_extra_bits"]
+
     def prepare(self, backend: BaseBackend) -> None:
         # One value at the start: loads or builds the sieve's tables for this range
-        params = self.job.params
-        bits, extra = params["sieve_bits"], params["sieve_extra_bits"]
-        backend.verify_range(self.job.start, 1, self.max_steps, bits, extra)
+        backend.verify_range(self.job.start, 1, self.max_steps, *self.sieve)
 
     def compute(self, backend: BaseBackend, offset: int, count: int) -> ChunkOutput:
         first = self.job.start + offset
-        params = self.job.params
-        raw = backend.verify_range(
-            first, count, self.max_steps, params["sieve_bits"], params["sieve_extra_bits"]
-        )
+        raw = backend.verify_range(first, count, self.max_steps, *self.sieve)
         summary = VerifySummary(
             count=count,
             glide_records=records.from_table(raw.glide_records, first),
