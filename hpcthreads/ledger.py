@@ -17,6 +17,7 @@ computed again. Nothing is lost and nothing is counted twice.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from hpcthreads.errors import OutputError
 
 LEDGER_SUFFIX = ".ledger"
 CHECKPOINT_SUFFIX = ".checkpoint"
+
+log = logging.getLogger("hpcthreads")
 
 
 class Ranges:
@@ -77,6 +80,8 @@ class LedgerState:
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, dict[str, list[list[int]]]] = field(default_factory=dict)
     updated: float = 0.0
+    # Why the run that wrote this ledger stopped early ("" while it runs)
+    stopped: str = ""
 
 
 def paths(output: Path) -> tuple[Path, Path]:
@@ -115,6 +120,7 @@ def load(output: Path, merge: Any) -> LedgerState:
     state.done = {name: Ranges(spans) for name, spans in snapshot["done"].items()}
     state.summaries = dict(snapshot["summaries"])
     state.extra = dict(snapshot.get("extra", {}))
+    state.stopped = snapshot.get("stopped", "")
     if not ledger_path.exists():
         return state
     with open(ledger_path, encoding="utf-8") as handle:
@@ -153,7 +159,9 @@ class LedgerWriter:
         self.merge = merge
         self.interval = interval
         self.next_snapshot = time.monotonic() + interval
-        if not self.checkpoint_path.exists():
+        if not self.checkpoint_path.exists() or state.stopped:
+            # A resumed run is no longer stopped
+            state.stopped = ""
             self.snapshot()
         self.handle = open(self.ledger_path, "a", encoding="utf-8")
 
@@ -202,9 +210,11 @@ class LedgerWriter:
             "summaries": state.summaries,
             "extra": state.extra,
         }
+        if state.stopped:
+            body["stopped"] = state.stopped
         _fsync_write(self.checkpoint_path, json.dumps(body, separators=(",", ":")))
         # Lines up to seq are in the checkpoint; a crash before this truncation is harmless
-        if hasattr(self, "handle"):
+        if hasattr(self, "handle") and not self.handle.closed:
             self.handle.truncate(0)
             self.handle.seek(0)
         else:
@@ -214,3 +224,12 @@ class LedgerWriter:
     def close(self) -> None:
         self.snapshot()
         self.handle.close()
+
+    def stop(self, reason: str) -> None:
+        """Record why the run is ending early, for `hpcthreads status`; never raises."""
+        self.state.stopped = reason
+        try:
+            self.snapshot()
+            self.handle.close()
+        except (OSError, ValueError) as exc:
+            log.warning("could not record the stop in %s: %s", self.checkpoint_path, exc)

@@ -46,10 +46,31 @@ def abort_on_exception(comm: Any) -> None:
 
     def hook(kind: type[BaseException], value: BaseException, tb: Any) -> None:
         previous(kind, value, tb)
-        sys.stderr.flush()
-        comm.Abort(1)
+        abort_world(comm, 1)
 
     sys.excepthook = hook
+
+
+# Seconds between the last words of an aborting rank and MPI_Abort
+ABORT_GRACE_SECONDS = 1.0
+
+
+def abort_world(comm: Any, code: int) -> None:
+    """Flush this rank's output, give the launcher time to forward it, then abort every rank.
+
+    The launcher kills all processes as soon as it hears of the abort; lines
+    still in a pipe at that moment are lost (seen with MPICH's Hydra under
+    load), and with them the reason for the abort.
+    """
+    for handler in logging.getLogger("hpcthreads").handlers:
+        handler.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    time.sleep(ABORT_GRACE_SECONDS)
+    comm.Abort(code)
 
 
 class Poller:

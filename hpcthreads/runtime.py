@@ -22,7 +22,7 @@ from hpcthreads.coordinator import Coordinator, Outcome
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io import schema
 from hpcthreads.monitor import Metrics, Monitor, Progress
-from hpcthreads.mpiutil import abort_on_exception, init_mpi, setup_logging
+from hpcthreads.mpiutil import abort_on_exception, abort_world, init_mpi, setup_logging
 from hpcthreads.planning import Plan, make_plan
 from hpcthreads.testing import Faults
 from hpcthreads.worker import ChunkRunner, Worker, hello_for
@@ -161,6 +161,8 @@ def _coordinate(
             comm, workloads, writer, local, config.heartbeat_timeout, limits, journal, _monitor(config)
         )
         outcome = coordinator.run()
+        if outcome.interrupted:
+            journal.state.stopped = f"{outcome.interrupted} received"
         journal.close()
         finish = _finish(outcome, workloads, journal.state, size)
         if plan.io == "mpio":
@@ -168,10 +170,15 @@ def _coordinate(
         writer.finish(finish)
         writer.close()
     except BaseException as exc:
-        writer.close()
         if size > 1:
             log.error("run failed on the coordinator: %s; aborting all ranks", exc)
-            comm.Abort(1)
+        journal.stop(str(exc) or type(exc).__name__)
+        try:
+            writer.close()
+        except Exception as close_error:  # noqa: BLE001 - the first error is the one to report
+            log.warning("closing %s after the failure also failed: %s", plan.partial, close_error)
+        if size > 1:
+            abort_world(comm, 1)
         raise
     if not outcome.interrupted:
         plan.partial.replace(plan.output)

@@ -36,7 +36,7 @@ def _from_ledger(output: Path) -> dict[str, Any]:
     complete = all(job["complete"] for job in jobs.values())
     return {
         "file": str(output),
-        "state": "in progress or stopped",
+        "state": f"stopped: {state.stopped}" if state.stopped else "in progress or stopped",
         "complete": complete,
         "seconds_since_progress": age,
         "jobs": jobs,

@@ -156,6 +156,10 @@ def test_a_silent_worker_is_named_after_the_heartbeat_timeout(tmp_path):
     # Aborted: the partial file and its ledger stay for --resume, no final file appears
     assert not out.exists()
     assert (tmp_path / "silent.h5.partial").exists() and (tmp_path / "silent.h5.checkpoint").exists()
+    # The reason outlives the job's log: `status` reads it from the ledger
+    status = cli("status", str(out))
+    assert status.returncode == 3
+    assert "stopped: rank 2 on" in status.stdout and "sent nothing for 3 s" in status.stdout, status.stdout
 
 
 def test_more_workers_than_work_exit_cleanly(tmp_path):
@@ -264,6 +268,7 @@ def test_sigterm_stops_cleanly_keeping_finished_chunks(tmp_path, ranks):
         assert f.attrs["state"] == "interrupted"
         done = int(f["run/chunks/count"][()].sum())
     assert 0 < done < 10**9
+    assert "stopped: SIGTERM received" in cli("status", str(out)).stdout
 
 
 @pytest.mark.parametrize(
