@@ -98,10 +98,17 @@ def main() -> None:
 )
 @click.option(
     "--heartbeat-timeout",
-    type=float,
+    type=click.FloatRange(min=0, min_open=True),
     default=120.0,
     show_default=True,
     help="Seconds of silence after which a worker holding work is declared dead.",
+)
+@click.option(
+    "--startup-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600.0,
+    show_default=True,
+    help="Seconds a worker may take to start (loading MPI, compiling kernels on a cold cache).",
 )
 @click.option(
     "--resume",
@@ -146,6 +153,7 @@ def run(
     log_level: str | None,
     log_file: str | None,
     heartbeat_timeout: float,
+    startup_timeout: float,
     resume: bool,
     io_mode: str,
     checkpoint_interval: float,
@@ -189,6 +197,7 @@ def run(
             log_level=log_level,
             log_file=log_file,
             heartbeat_timeout=heartbeat_timeout,
+            startup_timeout=startup_timeout,
             io=io_mode,
             resume=resume,
             checkpoint_interval=checkpoint_interval,

@@ -171,6 +171,7 @@ class RunConfig:
     log_level: str | None = None
     log_file: str | None = None
     heartbeat_timeout: float = 120.0
+    startup_timeout: float = 600.0
     io: str = "auto"
     resume: bool = False
     checkpoint_interval: float = 30.0

@@ -69,6 +69,7 @@ class Coordinator:
         max_chunks: list[int] | None = None,
         ledger: LedgerWriter | None = None,
         monitor: Monitor | None = None,
+        startup_timeout: float = 600.0,
     ) -> None:
         self.comm = comm
         self.monitor = monitor
@@ -79,6 +80,8 @@ class Coordinator:
         self.local = local
         self.ledger = ledger
         self.timeout = heartbeat_timeout
+        # Start-up includes compiling kernels on a cold cache: far longer than a heartbeat
+        self.startup_timeout = startup_timeout
         ranks = [0] if local is not None else list(range(1, comm.Get_size()))
         self.workers = {rank: WorkerState(rank) for rank in ranks}
         limits = max_chunks or [1 << 62] * len(workloads)
@@ -165,7 +168,7 @@ class Coordinator:
                 "backend": self.local.backend.name,
             }
             return
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.startup_timeout
         waiting = set(self.workers)
         poller = Poller()
         while waiting:
@@ -173,7 +176,8 @@ class Coordinator:
             if message is None:
                 if time.monotonic() > deadline:
                     raise WorkerLostError(
-                        f"rank(s) {sorted(waiting)} did not start within {self.timeout:.0f} s"
+                        f"rank(s) {sorted(waiting)} did not start within {self.startup_timeout:.0f} s "
+                        "(--startup-timeout)"
                     )
                 poller.wait()
                 continue

@@ -78,6 +78,7 @@ def run(config: RunConfig) -> RunResult:
     if rank != 0:
         backend = devices.rank_backend(config.backend, choice, log)
         runner = ChunkRunner(workloads, backend, rank, faults)
+        faults.before_hello(rank)
         Worker(comm, runner, hello_for(rank, backend), writer).serve()
         if writer is not None:
             writer.finish(comm.bcast(None, root=0))
@@ -158,7 +159,15 @@ def _coordinate(
     try:
         limits = [chunk_limit(w.job) for w in workloads]
         coordinator = Coordinator(
-            comm, workloads, writer, local, config.heartbeat_timeout, limits, journal, _monitor(config)
+            comm,
+            workloads,
+            writer,
+            local,
+            config.heartbeat_timeout,
+            limits,
+            journal,
+            _monitor(config),
+            startup_timeout=config.startup_timeout,
         )
         outcome = coordinator.run()
         if outcome.interrupted:

@@ -9,6 +9,8 @@ The variable holds `;`-separated rules, each `action:key=value,...`:
   second chunk (after 1 chunk);
 - `sleep:rank=1,seconds=2`: rank 1 sleeps 2 s at the start of its first chunk
   (a chunk that takes long, leaving the other workers idle);
+- `startup:rank=1,seconds=5`: rank 1 takes 5 s longer to start (a cold compile
+  cache) before it says hello to the coordinator;
 - `fsize:bytes=N`: once MPI is up, files may not grow past N bytes (RLIMIT_FSIZE):
   a full disk, as far as the run can tell.
 """
@@ -65,6 +67,11 @@ class Faults:
                 if rule.fired < int(rule.args.get("times", 1 << 30)):
                     rule.fired += 1
                     raise InjectedFault(f"injected failure on rank {rank}, job {job}")
+
+    def before_hello(self, rank: int) -> None:
+        for rule in self.rules:
+            if rule.action == "startup" and rule.matches(rank):
+                time.sleep(float(rule.args.get("seconds", 1)))
 
     def limit_files(self) -> None:
         import resource

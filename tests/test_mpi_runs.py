@@ -9,7 +9,7 @@ import h5py
 import pytest
 import reference as ref
 from h5compare import assert_same_results
-from helpers import ROOT, cli, inspect_json, mpiexec, mpirun, rank_table, write_job_file
+from helpers import ROOT, cli, inspect_json, mpiexec, mpirun, rank_table, run_session, write_job_file
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -162,6 +162,27 @@ def test_a_silent_worker_is_named_after_the_heartbeat_timeout(tmp_path):
     assert "stopped: rank 2 on" in status.stdout and "sent nothing for 3 s" in status.stdout, status.stdout
 
 
+def test_a_worker_slow_to_start_is_waited_for_beyond_the_heartbeat_timeout(tmp_path):
+    # A cold compile cache makes start-up far longer than a heartbeat; that is not a death
+    out = tmp_path / "slow-start.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "startup:rank=2,seconds=5"}
+    args = ["run", "collatz", "--count", "1e5", "-o", str(out), "--heartbeat-timeout", "2"]
+    proc = mpirun(3, *args, env=faults, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert inspect_json(out)["jobs"]["collatz"]["state"] == "complete"
+
+
+def test_a_worker_that_never_starts_is_named_after_the_startup_timeout(tmp_path):
+    out = tmp_path / "no-start.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "startup:rank=2,seconds=100000"}
+    args = ["run", "collatz", "--count", "1e5", "-o", str(out), "--startup-timeout", "3"]
+    proc = mpirun(3, *args, env=faults, timeout=120)
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode != 0, report
+    assert "rank(s) [2] did not start within 3 s (--startup-timeout)" in proc.stderr, report
+    assert "did not start within 3 s" in cli("status", str(out)).stdout
+
+
 def test_more_workers_than_work_exit_cleanly(tmp_path):
     out = tmp_path / "tiny.h5"
     proc = mpirun(4, "run", "collatz", "--count", "3", "-o", str(out))
@@ -214,7 +235,7 @@ def test_in_mpi_tests_pass_under_pytest_mpi():
             "no:cacheprovider",
             str(ROOT / "tests" / "mpi"),
         ]
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+        proc = run_session(command, timeout=300, cwd=ROOT)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert " passed" in proc.stdout and " failed" not in proc.stdout
 
@@ -281,6 +302,6 @@ def test_sigterm_stops_cleanly_keeping_finished_chunks(tmp_path, ranks):
 def test_runtime_benchmarks_still_run(script, args, expect):
     """The benchmarks use the runtime's internals: keep them working (their figures are not checked)."""
     command = [mpiexec(), "-n", "3", sys.executable, str(ROOT / "benchmarks" / script), *args]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    proc = run_session(command, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert expect in proc.stdout

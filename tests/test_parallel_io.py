@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 from h5compare import assert_same_results
-from helpers import ROOT, cli, wait_for_progress, write_job_file
+from helpers import ROOT, cli, kill_run, wait_for_progress, write_job_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -99,8 +99,7 @@ def test_mpio_run_killed_mid_write_resumes_to_identical_results(parallel, job_fi
     args = ["run", str(job_file), "-o", str(out), "--io", "mpio", "--checkpoint-interval", "0.3"]
     proc = prun(3, *args, env={**os.environ, "HPCTHREADS_TEST_FAULTS": "slow:factor=4"})
     wait_for_progress(out, 0.5, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_run(proc, signal.SIGKILL)
     finish(prun(4, *args, "--resume"))
     assert_same_results(serial, out)
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 from h5compare import assert_same_results
-from helpers import cli, mpiexec, wait_for_progress, write_job_file
+from helpers import cli, kill_run, mpiexec, wait_for_progress, write_job_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,10 +53,10 @@ def test_sigkill_of_every_rank_then_resume_gives_identical_results(
 ):
     out = tmp_path / "killed.h5"
     args = ["run", str(job_file), "-o", str(out), "--checkpoint-interval", "0.5"]
-    proc = launch(3, *args)
+    # Slowed down so that the kill lands before the end even at 85%: one chunk can be 14% of the work
+    proc = launch(3, *args, slow=3)
     wait_for_progress(out, fraction, proc)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_run(proc, signal.SIGKILL)
     if out.exists():
         pytest.skip("the run finished before it could be killed: this machine is faster than expected")
     if (tmp_path / "killed.h5.checkpoint").exists():
@@ -76,8 +76,7 @@ def test_sigterm_checkpoints_with_exit_75_then_resume_completes(job_file, uninte
     args = ["run", str(job_file), "-o", str(out)]
     proc = launch(3, *args, slow=4)
     wait_for_progress(out, 0.3, proc)
-    os.killpg(proc.pid, signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = kill_run(proc, signal.SIGTERM)
     assert proc.returncode == 75, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     second = launch(3, *args, "--resume")
@@ -97,8 +96,7 @@ def _stopped_run(tmp_path, job_file):
     out = tmp_path / "partial.h5"
     proc = launch(1, "run", str(job_file), "-o", str(out), "--checkpoint-interval", "0.2", slow=4)
     wait_for_progress(out, 0.3, proc)
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.communicate(timeout=60)
+    kill_run(proc, signal.SIGTERM)
     assert proc.returncode == 75
     return out
 

@@ -112,7 +112,7 @@ def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_plain_result(sl
     out, log = tmp_path / "requeue.h5", tmp_path / "requeue.log"
     env = job_env(slurm, HPCTHREADS_START="2**64", HPCTHREADS_COUNT="2e7", HPCTHREADS_OUTPUT=str(out))
     # Slow workers, so the run is surely mid-way when the signal comes
-    env.update(HPCTHREADS_ARGS="--batch-size 1e5", HPCTHREADS_TEST_FAULTS="slow:factor=4")
+    env.update(HPCTHREADS_ARGS="--batch-size 1e5", HPCTHREADS_TEST_FAULTS="slow:factor=6")
     submit = subprocess.run(
         ["sbatch", "--parsable", "--ntasks-per-node=3", f"--output={log}", str(ROOT / "slurm/cpu.sbatch")],
         capture_output=True,
@@ -125,7 +125,8 @@ def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_plain_result(sl
     try:
         started = lambda: log.exists() and "rank 2 is pid" in log.read_text()  # noqa: E731
         wait_for(started, "the workers started", env, job, log)
-        time.sleep(1.0)
+        # Signalled once chunks are on disk, whatever the speed of this machine
+        wait_for(lambda: _work_done(out) > 0, "the first finished chunk", env, job, log)
         # What Slurm does at --signal=B:USR1@SECONDS before the time limit
         subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=env, check=True)
         deadline = time.monotonic() + 60
@@ -182,6 +183,15 @@ def job_state(env: dict, job: str) -> dict[str, str]:
 
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
+
+
+def _work_done(out: Path) -> int:
+    from hpcthreads.status import run_status
+
+    try:
+        return sum(job["done"] or 0 for job in run_status(out)["jobs"].values())
+    except Exception:  # noqa: BLE001 - no ledger yet, or mid-snapshot
+        return 0
 
 
 def wait_for(predicate, what: str, env: dict, job: str, log: Path, timeout: float = 120) -> None:
