@@ -52,7 +52,7 @@ def abort_on_exception(comm: Any) -> None:
 
 
 # Seconds between the last words of an aborting rank and MPI_Abort
-ABORT_GRACE_SECONDS = 1.0
+ABORT_GRACE_SECONDS = 2.0
 
 
 def abort_world(comm: Any, code: int) -> None:
