@@ -9,7 +9,17 @@ import h5py
 import pytest
 import reference as ref
 from h5compare import assert_same_results
-from helpers import ROOT, cli, inspect_json, mpiexec, mpirun, rank_table, run_session, write_job_file
+from helpers import (
+    ROOT,
+    cli,
+    inspect_json,
+    mpiexec,
+    mpirun,
+    rank_table,
+    run_session,
+    wait_for_progress,
+    write_job_file,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -240,12 +250,11 @@ def test_in_mpi_tests_pass_under_pytest_mpi():
         assert " passed" in proc.stdout and " failed" not in proc.stdout
 
 
-def _start_and_signal(command, sig, after_line, env=None):
-    """Start a run, send `sig` once `after_line` appears on its stderr, return (rc, stderr)."""
+def _start_and_signal(command, sig, after_line, out, env=None):
+    """Start a run, send `sig` once `after_line` is on its stderr and a chunk of `out` is done."""
     import os
     import signal as _signal  # noqa: F401 - documents that sig is a signal number
     import threading
-    import time
 
     proc = subprocess.Popen(
         command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
@@ -262,7 +271,7 @@ def _start_and_signal(command, sig, after_line, env=None):
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     assert seen.wait(60), "".join(lines)
-    time.sleep(1.0)
+    wait_for_progress(out, 1e-9, proc)
     proc.send_signal(sig)
     rc = proc.wait(timeout=60)
     reader.join(timeout=10)
@@ -281,7 +290,7 @@ def test_sigterm_stops_cleanly_keeping_finished_chunks(tmp_path, ranks):
     else:
         command = [mpiexec(), "-n", str(ranks), sys.executable, "-m", "hpcthreads", *args]
         marker = f"rank {ranks - 1} is pid"
-    rc, stderr = _start_and_signal(command, signal.SIGTERM, marker)
+    rc, stderr = _start_and_signal(command, signal.SIGTERM, marker, out)
     assert rc == 75, stderr
     assert "stopped by SIGTERM" in stderr and "Traceback" not in stderr
     assert not out.exists()
