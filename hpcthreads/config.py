@@ -36,7 +36,7 @@ MAX_SIEVE_EXTRA_BITS = 16
 
 # Parameters that change how fast a job runs, never its results: a resumed run or a merged
 # part may differ in them
-SPEED_ONLY_PARAMETERS = frozenset({"sieve_bits", "sieve_extra_bits"})
+SPEED_ONLY_PARAMETERS = frozenset({"sieve_bits", "sieve_extra_bits", "sieve_mod9"})
 
 # Per-type parameters: name -> (required, default, minimum)
 PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
@@ -53,6 +53,7 @@ PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
         "max_steps": (False, DEFAULT_MAX_STEPS, 1),
         "sieve_bits": (False, DEFAULT_SIEVE_BITS, 0),
         "sieve_extra_bits": (False, DEFAULT_SIEVE_EXTRA_BITS, 0),
+        "sieve_mod9": (False, 1, 0),
     },
     "thread": {
         "start": (False, 1, 1),
@@ -235,6 +236,8 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
             raise ConfigError(f"{label}: {key} must be at least {minimum}, got {value}")
         if key == "sieve_bits" and value > MAX_SIEVE_BITS:
             raise ConfigError(f"{label}: sieve_bits must be at most {MAX_SIEVE_BITS}, got {value}")
+        if key == "sieve_mod9" and value > 1:
+            raise ConfigError(f"{label}: sieve_mod9 must be 0 (off) or 1 (on), got {value}")
         if key == "sieve_extra_bits" and value > MAX_SIEVE_EXTRA_BITS:
             raise ConfigError(
                 f"{label}: sieve_extra_bits must be at most {MAX_SIEVE_EXTRA_BITS}, got {value}"

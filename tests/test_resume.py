@@ -120,7 +120,8 @@ def test_resume_may_change_only_the_sieve(tmp_path, job_file, uninterrupted):
     """The sieve changes no result: a run stopped with one sieve finishes with another, identically."""
     out = _stopped_run(tmp_path, job_file)
     other = tmp_path / "other-sieve.yaml"
-    other.write_text(JOBS.replace("count: 1500000,", "count: 1500000, sieve_bits: 12, sieve_extra_bits: 3,"))
+    other_sieve = "count: 1500000, sieve_bits: 12, sieve_extra_bits: 3, sieve_mod9: 0,"
+    other.write_text(JOBS.replace("count: 1500000,", other_sieve))
     proc = cli("run", str(other), "-o", str(out), "--resume")
     assert proc.returncode == 0, proc.stderr
     assert_same_results(uninterrupted, out)

@@ -67,7 +67,11 @@ class BaseBackend:
         max_steps: int,
         sieve_bits: int = DEFAULT_SIEVE_BITS,
         sieve_extra_bits: int = DEFAULT_SIEVE_EXTRA_BITS,
+        skip_from: int = 0,
     ) -> VerifyRaw:
+        """Verify [start, start+count); `skip_from` > 0 lets the 3^2 sieve skip n = 3m+2 and n = 9m+4
+        from there on (workloads.verify says when that is exact). The sieve settings change no result.
+        """
         raise NotImplementedError
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:

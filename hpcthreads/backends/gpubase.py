@@ -133,10 +133,16 @@ class BaseGPUBackend(BaseBackend):
         return CollatzRaw(sum_delay, histogram, *tables_, overflows, *arrays)
 
     def verify_range(
-        self, start: int, count: int, max_steps: int, sieve_bits: int = 0, sieve_extra_bits: int = 0
+        self,
+        start: int,
+        count: int,
+        max_steps: int,
+        sieve_bits: int = 0,
+        sieve_extra_bits: int = 0,
+        skip_from: int = 0,
     ) -> VerifyRaw:
         # The device checks every number: no sieve, the same glide records
-        del sieve_bits, sieve_extra_bits
+        del sieve_bits, sieve_extra_bits, skip_from
         if count == 0:
             return self._verify_whole(start, count, max_steps)
         shi, slo = split_words(start)

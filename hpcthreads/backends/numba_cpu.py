@@ -20,6 +20,8 @@ _EMPTY = np.zeros(0, np.uint64)
 TABLE_BITS = 20
 _TABLES: tuple | None = None
 _SIEVES: dict[int, tuple] = {}
+# id(residue table) -> (the table, kept alive, and its residues mod 9)
+_RES9: dict[int, tuple] = {}
 _EXTENSIONS: dict[tuple[int, int], tuple] = {}
 
 
@@ -89,6 +91,14 @@ def _sieve_with_extension(bits: int, extra: int) -> tuple:
     return (res, packed, bits, *_EXTENSIONS[key])
 
 
+def _residues_mod9(res: np.ndarray) -> np.ndarray:
+    """b mod 9 for every residue of a sieve table (for the 3^2 sieve)."""
+    key = id(res)
+    if key not in _RES9:
+        _RES9[key] = (res, (res % np.uint64(9)).astype(np.uint8))
+    return _RES9[key][1]
+
+
 class NumbaCPUBackend(BaseBackend):
     name = "numba-cpu"
 
@@ -122,11 +132,16 @@ class NumbaCPUBackend(BaseBackend):
         max_steps: int,
         sieve_bits: int = DEFAULT_SIEVE_BITS,
         sieve_extra_bits: int = DEFAULT_SIEVE_EXTRA_BITS,
+        skip_from: int = 0,
     ) -> VerifyRaw:
         shi, slo = split_words(start)
         cold, pow3 = self._tables[4:6]
         # The extension applies from 2^(bits + extra): below, fewer extra bits that apply at once
         sieve_extra_bits = max(0, min(sieve_extra_bits, start.bit_length() - 1 - sieve_bits))
+        sieve = _sieve_with_extension(sieve_bits, sieve_extra_bits)
+        # The 3^2 sieve works on whole blocks of 2^bits values: from the first a with 2^bits a >= skip_from
+        skip_a = -(-skip_from // (1 << sieve_bits)) if skip_from else (1 << 128) - 1
+        skip_hi, skip_lo = split_words(min(skip_a, (1 << 128) - 1))
         out = self._sieve.verify_range(
             np.uint64(shi),
             np.uint64(slo),
@@ -134,7 +149,10 @@ class NumbaCPUBackend(BaseBackend):
             max_steps,
             cold,
             pow3,
-            *_sieve_with_extension(sieve_bits, sieve_extra_bits),
+            *sieve,
+            _residues_mod9(sieve[0]),
+            np.uint64(skip_hi),
+            np.uint64(skip_lo),
         )
         return VerifyRaw(*out)
 

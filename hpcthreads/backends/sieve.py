@@ -18,7 +18,8 @@ halvings (glidewalk; one word while the values fit, two survivors at a time
 so that their rounds overlap), so the glide is exact and records are taken
 in order of n.
 
-A 3^k sieve is not used, see the note at the end of this module.
+From n >= (3S + 1)/2 in a range from S, n = 3m + 2 and n = 9m + 4 are
+skipped too (the 3^2 sieve, see the note at the end of this module).
 """
 
 from __future__ import annotations
@@ -49,14 +50,18 @@ PACK_SHIFT = U64(56)
 PACK_MASK = U64((1 << 56) - 1)
 # Table entries per batch of the survivor scan
 BATCH = 256
+# Bit r (r < 18): keep n with n mod 9 = r mod 9; the 3^2 sieve drops 2, 5, 8 (n = 3m + 2) and 4
+KEEP_ALL = U64((1 << 18) - 1)
+KEEP_MOD9 = U64(sum(1 << r for r in range(18) if r % 9 not in (2, 4, 5, 8)))
 # Scan state
 NG, NL, NO, BEST = range(4)
 
 
 @njit(cache=True)
 def verify_range(
-    shi, slo, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra, glide_max, exact_from
-):
+    shi, slo, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra, glide_max, exact_from,
+    sres9, skip_ahi, skip_alo,
+):  # fmt: skip
     """Convergence check of [start, start+count).
 
     Returns (glide_records, too_long, overflows): chunk-local glide records as
@@ -72,7 +77,7 @@ def verify_range(
     while True:
         i = scan_verify(
             shi, slo, i, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra,
-            glide_max, exact_from, grec, long_, over, state,
+            glide_max, exact_from, sres9, skip_ahi, skip_alo, grec, long_, over, state,
         )  # fmt: skip
         if i >= count:
             break
@@ -85,7 +90,7 @@ def verify_range(
 @njit(cache=True)
 def scan_verify(
     shi, slo, first, count, max_steps, cold, pow3, sres, spacked, sbits, kill, ce, de, extra,
-    glide_max, exact_from, grec, long_, over, state,
+    glide_max, exact_from, sres9, skip_ahi, skip_alo, grec, long_, over, state,
 ):  # fmt: skip
     """The loop of `verify_range` from offset `first`; returns where it stopped.
 
@@ -111,7 +116,7 @@ def scan_verify(
             state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
             return scan_survivors(
                 shi, slo, i, count, max_steps, pow3, sres, spacked, sbits, kill, ce, de, extra,
-                grec, long_, over, state,
+                sres9, skip_ahi, skip_alo, grec, long_, over, state,
             )  # fmt: skip
         status = OK
         glide = 0
@@ -144,7 +149,7 @@ def scan_verify(
 @njit(cache=True)
 def scan_survivors(
     shi, slo, first, count, max_steps, pow3, sres, spacked, sbits, kill, ce, de, extra,
-    grec, long_, over, state,
+    sres9, skip_ahi, skip_alo, grec, long_, over, state,
 ):  # fmt: skip
     """The survivors of the sieve from offset `first`; returns where it stopped.
 
@@ -155,6 +160,10 @@ def scan_survivors(
     that drop within `extra` more steps and moves the others on by those
     steps. The batch keeps the rest, in order, without a branch per entry.
     Its values go by pairs; the pair's results are then taken first, second.
+
+    From a = `skip_a` on, the batch also drops n = 3m + 2 and n = 9m + 4
+    (see "The 3^2 sieve" at the end of this module): n mod 9 is a's share,
+    (2^k a) mod 9, plus the entry's b mod 9 (`sres9`).
     """
     sshift = U64(sbits)
     back = U64(64) - sshift
@@ -176,7 +185,12 @@ def scan_survivors(
     batch_hi = np.empty(BATCH, np.uint64)
     batch_lo = np.empty(BATCH, np.uint64)
     batch_steps = np.empty(BATCH, np.int64)
+    two_k9 = U64(1 << (sbits % 6)) % U64(9)  # 2^k mod 9 (2 has order 6 mod 9)
+    a9 = (ahi % U64(9) * U64(7) + alo % U64(9)) % U64(9)  # 2^64 = 7 (mod 9)
     while True:
+        base9 = two_k9 * a9 % U64(9)
+        skip = ahi > skip_ahi or (ahi == skip_ahi and alo >= skip_alo)
+        keep9 = KEEP_MOD9 if skip else KEEP_ALL
         # Residues of this a: all, or those below the end's residue for the last a
         stop = nsurv
         if ahi == lasthi and alo == lastlo:
@@ -196,7 +210,8 @@ def scan_survivors(
                 batch_hi[kept] = vhi
                 batch_lo[kept] = vlo
                 batch_steps[kept] = np.int64(sbits + extra) + np.int64(c) + np.int64(ce[r])
-                kept += 1 - np.int64(kill[(c << ext) | r])
+                alive = np.int64((keep9 >> (base9 + U64(sres9[j]))) & ONE)
+                kept += alive - (alive & np.int64(kill[(c << ext) | r]))
             idx = min(stop, idx + BATCH)
             for q in range(0, kept, 2):
                 b1, vhi, vlo, steps = batch_b[q], batch_hi[q], batch_lo[q], batch_steps[q]
@@ -242,6 +257,9 @@ def scan_survivors(
         alo += ONE
         if alo == ZERO:
             ahi += ONE
+        a9 += ONE
+        if a9 == U64(9):
+            a9 = ZERO
     state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
     return count
 
@@ -259,14 +277,15 @@ def residue_index(sres, want):
     return lo
 
 
-# Why no 3^k sieve. n = 3m + 2 is T(2m + 1), and n = 9m + 4 is T^3(8m + 3): a
+# The 3^2 sieve. n = 3m + 2 is T(2m + 1), and n = 9m + 4 is T^3(8m + 3): a
 # smaller start p (about 2n/3, 8n/9) rises to n before it drops, so
-# glide(n) < glide(p), and n converges if p does. Skipping n is exact only when
-# p's glide is known to this kernel: p in the same chunk, before n. Chunks are
-# a few million values wide and start anywhere up to 2^76, so p lies chunks
-# away (often outside the range, which then holds no bound on glide(n) at all;
-# a range [S, E) needs n >= 3S/2 or 9S/8). With p in an earlier chunk the
-# merged records would still be right, but this chunk's own records, and
-# whether n needs more than max_steps (p's status is unknown here), would not.
-# The 2^k sieve has no such gap: its skipped glides are at most glide_max,
-# reached in the chunk before it applies.
+# glide(n) < glide(p), and n drops below n if p drops below p. When p lies
+# in the job's range (n >= (3S + 1)/2 for a range from S covers both), n is
+# neither a glide record nor the maximum: p, or an earlier value that beats
+# it, comes before n in the range. Chunk-local records may then hold values
+# that n would have hidden; the records of the whole range, normalised over
+# all chunks (workloads.records), are exact. What this kernel cannot know is
+# p's status: if p needs more than max_steps, so may n. VerifyWorkload follows
+# the successors of every unresolved value itself (`successors_skipped`).
+# Ranges that start far from 1 never reach (3S + 1)/2 within a chunk's
+# width, and the sieve is then off.

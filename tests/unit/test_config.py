@@ -73,6 +73,10 @@ def test_defaults_are_filled_in():
             "job 'a': sieve_extra_bits must be at least 0",
         ),
         (
+            job(type="verify", parameters={"count": 5, "sieve_mod9": 2}),
+            "job 'a': sieve_mod9 must be 0 \\(off\\) or 1 \\(on\\), got 2",
+        ),
+        (
             job(parameters={"count": 5, "start": "2**128"}),
             "job 'a': start \\+ count must stay below 2\\*\\*128",
         ),

@@ -208,6 +208,16 @@ def test_classical_records_below_a_million(backend):
     assert got.max_delay == (837799, 524)
 
 
+@pytest.mark.parametrize("mod9", [0, 1])
+def test_verify_from_1_gives_the_classical_glide_records(backend, mod9):
+    """Published glide records (OEIS A060412) below 2 10^6, with the 2^k and 3^2 sieves at work."""
+    params = dict(start=1, count=2 * 10**6, sieve_bits=10, sieve_extra_bits=4, sieve_mod9=mod9)
+    got, _ = run_job(backend, "verify", 1 << 17, **params)
+    assert [n for n, _ in got.glide_records] == [1, *GLIDE_RECORDS, 1027431, 1126015]
+    assert got.max_glide == (1126015, ref.glide(1126015))
+    assert got.covered == 2 * 10**6 and not got.unresolved
+
+
 @pytest.mark.parametrize("sieve_bits", [0, 5, 24])
 @pytest.mark.parametrize(
     "start,count",

@@ -296,3 +296,118 @@ def test_sieved_out_values_of_at_least_2_to_the_depth_drop():
         for c in range(0, i + 1):
             if 3**c < 2**i:
                 assert 2**i * (2**i - 3**c) > c * 3 ** max(c - 1, 0)
+
+
+# The 3^2 sieve: n = 3m + 2 and n = 9m + 4 skipped once their predecessor is in the range
+
+
+def run_verify_mod9(backend, start, count, chunk, bits, extra, max_steps, mod9=1):
+    params = {"start": start, "count": count, "sieve_bits": bits, "sieve_extra_bits": extra}
+    params.update(max_steps=max_steps, sieve_mod9=mod9)
+    workload = make_workload(make_job({"name": "t", "type": "verify", "parameters": params}, 0))
+    summary = workload.empty()
+    for off in range(0, count, chunk):
+        summary = workload.merge(summary, workload.compute(backend, off, min(chunk, count - off)).summary)
+    return summary
+
+
+@pytest.mark.parametrize(
+    "start,count,chunk,bits,extra",
+    [
+        (1, 30_000, 3000, 6, 2),
+        # (3S + 1)/2 = 7501 mid-chunk; the 2^8 sieve's exact_from inside the first chunk
+        (5000, 30_000, 2500, 5, 3),
+        (3, 50_000, 7000, 8, 4),
+        # One chunk: every predecessor in the same chunk
+        (100, 20_000, 20_000, 4, 6),
+    ],
+)
+@pytest.mark.parametrize("max_steps", [100_000, 70, 45])
+def test_mod9_sieve_matches_brute_force(backend, start, count, chunk, bits, extra, max_steps):
+    """Tight step bounds leave many unresolved predecessors: their skipped successors must be listed."""
+    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
+    got = run_verify_mod9(backend, start, count, chunk, bits, extra, max_steps)
+    assert got.unresolved == [n for n, g in glides if g > max_steps]
+    assert got.covered == count - len(got.unresolved)
+    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= max_steps])
+
+
+def tightest_bound(bits, extra):
+    """The smallest step bound with which the sieve still applies: most survivors are then listed."""
+    present = np.ones(bits + 1, np.bool_)
+    return int(
+        max(steptables.build_sieve(bits)[2], steptables.build_sieve_extension(bits, extra, present)[3])
+    )
+
+
+def followed(raw):
+    return sorted(int(o) for o in np.concatenate([raw.too_long, raw.overflows]))
+
+
+def skipped_from(start, count, max_steps, glide_max):
+    """The chunk's first offset on the survivor walk: its running maximum glide has reached glide_max."""
+    best = -1
+    for off in range(count):
+        if best >= glide_max:
+            return off
+        glide = ref.glide(start + off)
+        if glide <= max_steps:
+            best = max(best, glide)
+    return count
+
+
+def without_mod9_classes(start, offsets, first):
+    return [o for o in offsets if o < first or (start + o) % 9 not in (2, 4, 5, 8)]
+
+
+@pytest.mark.parametrize(
+    "start,bits,extra",
+    [(2**40 + 5, 6, 2), (2**64 - 1500, 3, 8), (2**67 - 600, 3, 12), (2**76 - 6000, 8, 4)],
+)
+def test_mod9_sieve_skips_exactly_the_two_classes(backend, start, bits, extra):
+    """The kernel's n mod 9 (a's share plus b's, a of one or two words) picks exactly n = 3m + 2 and 9m + 4.
+
+    With the tightest bound most survivors are listed, so the lists show which values were followed.
+    """
+    count, max_steps = 6000, tightest_bound(bits, extra)
+    plain = followed(backend.verify_range(start, count, max_steps, bits, extra, 0))
+    skipping = followed(backend.verify_range(start, count, max_steps, bits, extra, 1))
+    expect = without_mod9_classes(start, plain, skipped_from(start, count, max_steps, max_steps))
+    assert len(plain) > 150 and len(expect) < 0.7 * len(plain)
+    assert skipping == expect
+
+
+def test_mod9_sieve_waits_for_predecessors_in_the_range(backend):
+    """Below (3S + 1)/2 nothing is skipped: a value's predecessor lies before the range."""
+    start, count, max_steps = 2**40, 6000, tightest_bound(6, 2)
+    job = {"name": "t", "type": "verify", "parameters": {"start": start, "count": 10}}
+    skip_from = make_workload(make_job(job, 0)).skip_from
+    assert skip_from == (3 * start + 2) // 2
+    plain = followed(backend.verify_range(start, count, max_steps, 6, 2, 0))
+    assert len(plain) > 150
+    assert followed(backend.verify_range(start, count, max_steps, 6, 2, skip_from)) == plain
+    # From the first whole block of 2^6 values at or above skip_from
+    late = skip_from + 64 - skip_from % 64
+    plain = followed(backend.verify_range(late, count, max_steps, 6, 2, 0))
+    got = followed(backend.verify_range(late, count, max_steps, 6, 2, skip_from))
+    assert got == without_mod9_classes(late, plain, skipped_from(late, count, max_steps, max_steps))
+    assert len(got) < 0.7 * len(plain)
+
+
+def test_successors_skipped_are_the_predecessor_relation():
+    """p reaches each n of successors_skipped(p) before dropping below p, and every n of the two
+    classes has such a p, smaller than n."""
+    from hpcthreads.workloads.verify import successors_skipped
+
+    for p in range(1, 5000):
+        trajectory = [p]
+        while len(trajectory) < 8 and trajectory[-1] >= p:
+            v = trajectory[-1]
+            trajectory.append(v // 2 if v % 2 == 0 else 3 * v + 1)
+        for n in successors_skipped(p):
+            assert n > p and n % 9 in (2, 4, 5, 8)
+            assert n in trajectory and all(v >= p for v in trajectory[: trajectory.index(n) + 1])
+    for n in range(2, 5000):
+        if n % 3 == 2 or n % 9 == 4:
+            p = (2 * n - 1) // 3 if n % 3 == 2 else (8 * n - 5) // 9
+            assert p < n and n in successors_skipped(p)
