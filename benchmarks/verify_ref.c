@@ -14,12 +14,15 @@
  * without a branch per entry. A round is one 3v+1 and all the
  * halvings after it (count of trailing zeros), in 64-bit words while the
  * start and the value fit and in unsigned __int128 otherwise; survivors are
- * walked two at a time, round for round. It
+ * walked two at a time, round for round. With MOD9 = 1 the survivors of
+ * the classes n = 3m + 2 and n = 9m + 4 are dropped as well (the 3^2 sieve:
+ * a smaller p = (2n - 1)/3 or (8n - 5)/9 reaches n before it drops, as in a
+ * range that starts at 1). It
  * reports the number of start values covered, the maximum glide (standard
  * steps) with its smallest n, and the seconds of the main loop only.
  *
  * Build: gcc -O3 -march=native -Wall -Wextra -o verify_ref verify_ref.c
- * Usage: verify_ref START_HI START_LO COUNT BITS [EXTRA]
+ * Usage: verify_ref START_HI START_LO COUNT BITS [EXTRA [MOD9]]
  */
 
 #include <inttypes.h>
@@ -292,13 +295,13 @@ static const char *u128_str(u128 v, char *buf)
 
 int main(int argc, char **argv)
 {
-    if (argc != 5 && argc != 6) {
-        fprintf(stderr, "usage: %s START_HI START_LO COUNT BITS [EXTRA]\n", argv[0]);
+    if (argc < 5 || argc > 7) {
+        fprintf(stderr, "usage: %s START_HI START_LO COUNT BITS [EXTRA [MOD9]]\n", argv[0]);
         return 2;
     }
     u128 start = ((u128)strtoull(argv[1], 0, 10) << 64) | strtoull(argv[2], 0, 10);
     uint64_t count = strtoull(argv[3], 0, 10);
-    int bits = atoi(argv[4]), extra = argc == 6 ? atoi(argv[5]) : 0;
+    int bits = atoi(argv[4]), extra = argc >= 6 ? atoi(argv[5]) : 0, mod9 = argc == 7 && atoi(argv[6]);
     uint64_t pow3[64];
     pow3[0] = 1;
     for (int i = 1; i < 64; i++)
@@ -314,6 +317,19 @@ int main(int argc, char **argv)
         fprintf(stderr, "need start >= 2, 1 <= BITS <= 32, 0 <= EXTRA <= 16 and memory\n");
         return 2;
     }
+
+    /* Bit r of keep9: keep n with n mod 9 = r mod 9 (r < 18) */
+    uint32_t keep9 = (1u << 18) - 1;
+    if (mod9)
+        for (int r = 0; r < 18; r++)
+            if (r % 9 == 2 || r % 9 == 4 || r % 9 == 5 || r % 9 == 8)
+                keep9 &= ~(1u << r);
+    uint8_t *b9 = malloc(nsurv ? nsurv : 1);
+    if (!b9)
+        return 2;
+    for (uint64_t j = 0; j < nsurv; j++)
+        b9[j] = (uint8_t)(sres[j] % 9);
+    uint32_t two_k9 = (uint32_t)((1u << (bits % 6)) % 9);
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -335,6 +351,7 @@ int main(int argc, char **argv)
     for (; n < end; a++, i = 0) {
         uint64_t stop = a == a_end ? first_residue((uint64_t)(end & mask)) : nsurv;
         u128 base = a << bits;
+        uint32_t base9 = two_k9 * (uint32_t)(a % 9) % 9;
         while (i < stop) {
             int kept = 0;
             for (uint64_t last = i + BATCH < stop ? i + BATCH : stop; i < last; i++) {
@@ -342,7 +359,7 @@ int main(int argc, char **argv)
                 uint64_t r = (uint64_t)v & emask;
                 bb[kept] = sres[i], bv[kept] = (u128)pow3[ce[r]] * (v >> extra) + de[r];
                 bs[kept] = bits + extra + (int64_t)(sc[i] + ce[r]);
-                kept += 1 - kill_[sc[i] << extra | r];
+                kept += (int)((keep9 >> (base9 + b9[i])) & 1) & (1 - kill_[sc[i] << extra | r]);
             }
             int q = 0;
             for (; q + 1 < kept; q += 2) {
