@@ -377,7 +377,7 @@ class Coordinator:
     def _end_job(self, index: int) -> None:
         workload = self.workloads[index]
         wall = time.time() - self.job_started.get(index, self.t0)
-        self.outcome.summaries[index] = self.summaries[index]
+        self.outcome.summaries[index] = workload.finish(self.summaries[index])
         self.outcome.job_wall[index] = wall
         log.info(
             "job %s (%s) complete: %d items in %.2f s",

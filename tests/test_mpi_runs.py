@@ -314,3 +314,22 @@ def test_runtime_benchmarks_still_run(script, args, expect):
     proc = run_session(command, timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert expect in proc.stdout
+
+
+def test_verify_from_1_with_the_3_squared_sieve_lists_every_unresolved_value(tmp_path):
+    """Skipped values whose predecessor is unresolved, in other chunks on other ranks, are listed."""
+    jobs = tmp_path / "verify.yaml"
+    params = "{start: 1, count: 30000, batch_size: 2500, sieve_bits: 6, sieve_extra_bits: 2, max_steps: 70}"
+    jobs.write_text(f"jobs:\n  - {{name: v, type: verify, parameters: {params}}}\n")
+    out = tmp_path / "verify.h5"
+    proc = mpirun(3, "run", str(jobs), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    from hpcthreads.io.summaries import load_summary
+
+    job = inspect_json(out)["jobs"]["v"]
+    glides = [(n, ref.glide(n)) for n in range(1, 30001)]
+    assert job["unresolved"] == [n for n, g in glides if g > 70]
+    assert job["covered"] == 30000 - len(job["unresolved"])
+    with h5py.File(out) as f:
+        records = load_summary(f["jobs/v"]).glide_records
+    assert records == ref.range_records([(n, g) for n, g in glides if g <= 70])

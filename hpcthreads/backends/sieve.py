@@ -285,7 +285,7 @@ def residue_index(sres, want):
 # it, comes before n in the range. Chunk-local records may then hold values
 # that n would have hidden; the records of the whole range, normalised over
 # all chunks (workloads.records), are exact. What this kernel cannot know is
-# p's status: if p needs more than max_steps, so may n. VerifyWorkload follows
-# the successors of every unresolved value itself (`successors_skipped`).
-# Ranges that start far from 1 never reach (3S + 1)/2 within a chunk's
-# width, and the sieve is then off.
+# p's status: if p needs more than max_steps, so may n. VerifyWorkload.finish
+# follows the successors of every unresolved value of the job itself. A range
+# [S, S + count) with count < S/2 never reaches (3S + 1)/2, and the sieve is
+# then off.

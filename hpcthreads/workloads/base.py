@@ -60,6 +60,10 @@ class BaseWorkload:
     def merge(self, a: Any, b: Any) -> Any:
         raise NotImplementedError
 
+    def finish(self, summary: Any) -> Any:
+        """The job's final summary from the merge of all its chunks (by default, that merge)."""
+        return summary
+
     def datasets(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Per-item datasets this job writes: name -> (shape, dtype)."""
         return {}

@@ -42,15 +42,18 @@ class VerifyWorkload(BaseWorkload):
         return self.job.params["sieve_bits"], self.job.params["sieve_extra_bits"]
 
     @property
-    def skip_from(self) -> int:
-        """Where the 3^2 sieve may start (0: never): n >= (3S + 1)/2 has its predecessor p >= S.
+    def predecessors_from(self) -> int:
+        """From here on n = 3m + 2 and n = 9m + 4 have their predecessor p in the range: n >= (3S + 1)/2.
 
         n = 3m + 2 = T(p) with p = (2n - 1)/3, and n = 9m + 4 = T^3(p) with
-        p = (8n - 5)/9 >= (2n - 1)/3: both p lie in the range from here on.
+        p = (8n - 5)/9 >= (2n - 1)/3.
         """
-        if not self.job.params["sieve_mod9"]:
-            return 0
         return (3 * self.job.start + 2) // 2
+
+    @property
+    def skip_from(self) -> int:
+        """Where the 3^2 sieve starts (0: never)."""
+        return self.predecessors_from if self.job.params["sieve_mod9"] else 0
 
     def prepare(self, backend: BaseBackend) -> None:
         # One value at the start: loads or builds the sieve's tables for this range
@@ -71,34 +74,38 @@ class VerifyWorkload(BaseWorkload):
                 summary.unresolved.append(n)
             else:
                 summary.glide_records = records.merge(summary.glide_records, [(n, glide)])
-        self._follow_skipped(summary)
+        summary.unresolved.sort()
         return ChunkOutput(offset, count, summary)
 
-    def _follow_skipped(self, summary: VerifySummary) -> None:
-        """Check the values the 3^2 sieve may have skipped on the word of an unresolved predecessor.
+    def finish(self, summary: VerifySummary) -> VerifySummary:
+        """Follow the values the 3^2 sieve may have skipped on the word of an unresolved predecessor.
 
-        A skipped n is settled by p only when p is resolved. For every
-        unresolved p of this chunk, its successors n in the skipped classes
-        are followed here (and theirs, when unresolved too). An n whose own
-        chunk followed it anyway appears twice at most, and merging keeps
-        one: unresolved values are a set, and records are normalised.
+        A skipped n is settled by its predecessor p only when p is resolved.
+        Once every chunk is in, the successors n of every unresolved p in
+        the skipped classes are followed here (and theirs, when unresolved
+        too), whatever sieve each chunk ran with (a resumed run may have
+        changed it). An n that its own chunk followed appears twice at most:
+        unresolved values are a set, and records are normalised.
         """
-        skip_from = self.skip_from
+        first, end = self.predecessors_from, self.job.start + self.job.size
         unresolved = set(summary.unresolved)
-        if skip_from:
-            end = self.job.start + self.job.size
-            pending = list(unresolved)
-            while pending:
-                for n in successors_skipped(pending.pop()):
-                    if n < skip_from or n >= end or n in unresolved:
-                        continue
-                    glide = exact.glide_of(n, self.max_steps)
-                    if glide < 0:
-                        unresolved.add(n)
-                        pending.append(n)
-                    else:
-                        summary.glide_records = records.merge(summary.glide_records, [(n, glide)])
-        summary.unresolved = sorted(unresolved)
+        found: list[records.Pair] = []
+        pending = list(unresolved)
+        while pending:
+            for n in successors_skipped(pending.pop()):
+                if n < first or n >= end or n in unresolved:
+                    continue
+                glide = exact.glide_of(n, self.max_steps)
+                if glide < 0:
+                    unresolved.add(n)
+                    pending.append(n)
+                else:
+                    found.append((n, glide))
+        return VerifySummary(
+            count=summary.count,
+            glide_records=records.merge(summary.glide_records, found),
+            unresolved=sorted(unresolved),
+        )
 
     def merge(self, a: VerifySummary, b: VerifySummary) -> VerifySummary:
         return VerifySummary(

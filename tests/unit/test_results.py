@@ -27,7 +27,7 @@ def run_job(backend, jtype, chunk, **params):
     summary = workload.empty()
     for out in reversed(outs):
         summary = workload.merge(summary, out.summary)
-    return summary, outs
+    return workload.finish(summary), outs
 
 
 def per_number(outs, name):
