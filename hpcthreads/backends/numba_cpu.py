@@ -20,8 +20,8 @@ _EMPTY = np.zeros(0, np.uint64)
 TABLE_BITS = 20
 _TABLES: tuple | None = None
 _SIEVES: dict[int, tuple] = {}
-# id(residue table) -> (the table, kept alive, and its residues mod 9)
-_RES9: dict[int, tuple] = {}
+# Table bits -> the residues of that sieve table mod 9 (for the 3^2 sieve)
+_RES9: dict[int, np.ndarray] = {}
 _EXTENSIONS: dict[tuple[int, int], tuple] = {}
 
 
@@ -91,12 +91,11 @@ def _sieve_with_extension(bits: int, extra: int) -> tuple:
     return (res, packed, bits, *_EXTENSIONS[key])
 
 
-def _residues_mod9(res: np.ndarray) -> np.ndarray:
-    """b mod 9 for every residue of a sieve table (for the 3^2 sieve)."""
-    key = id(res)
-    if key not in _RES9:
-        _RES9[key] = (res, (res % np.uint64(9)).astype(np.uint8))
-    return _RES9[key][1]
+def _residues_mod9(bits: int) -> np.ndarray:
+    """b mod 9 for every residue b of the 2^bits sieve table (for the 3^2 sieve)."""
+    if bits not in _RES9:
+        _RES9[bits] = (_sieve(bits)[0] % np.uint64(9)).astype(np.uint8)
+    return _RES9[bits]
 
 
 class NumbaCPUBackend(BaseBackend):
@@ -138,7 +137,6 @@ class NumbaCPUBackend(BaseBackend):
         cold, pow3 = self._tables[4:6]
         # The extension applies from 2^(bits + extra): below, fewer extra bits that apply at once
         sieve_extra_bits = max(0, min(sieve_extra_bits, start.bit_length() - 1 - sieve_bits))
-        sieve = _sieve_with_extension(sieve_bits, sieve_extra_bits)
         # The 3^2 sieve works on whole blocks of 2^bits values: from the first a with 2^bits a >= skip_from
         skip_a = -(-skip_from // (1 << sieve_bits)) if skip_from else (1 << 128) - 1
         skip_hi, skip_lo = split_words(min(skip_a, (1 << 128) - 1))
@@ -149,8 +147,8 @@ class NumbaCPUBackend(BaseBackend):
             max_steps,
             cold,
             pow3,
-            *sieve,
-            _residues_mod9(sieve[0]),
+            *_sieve_with_extension(sieve_bits, sieve_extra_bits),
+            _residues_mod9(sieve_bits),
             np.uint64(skip_hi),
             np.uint64(skip_lo),
         )

@@ -39,6 +39,14 @@ def run_verify(backend, start, count, chunk, bits, max_steps=100_000, extra=None
     return workload.finish(summary)
 
 
+def assert_matches_brute_force(got, start, count, max_steps):
+    """Unresolved values, covered count and glide records as following every value gives them."""
+    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
+    assert got.unresolved == [n for n, g in glides if g > max_steps]
+    assert got.covered == count - len(got.unresolved)
+    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= max_steps])
+
+
 def sieve_starts_at(start, count, chunk, bits):
     """For each chunk, the offset from which the sieve applies (its running maximum reached glide_max)."""
     glide_max = steptables.build_sieve(bits)[2]
@@ -75,10 +83,7 @@ def test_survivor_walk_matches_brute_force(backend, start, count, chunk, bits, t
     # A tight step bound lists many survivors: every one of them is seen, none twice, none outside
     max_steps = steptables.build_sieve(bits)[2] + 6 if tight else 100_000
     got = run_verify(backend, start, count, chunk, bits, max_steps)
-    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
-    assert got.unresolved == [n for n, g in glides if g > max_steps]
-    assert got.covered == count - len(got.unresolved)
-    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= max_steps])
+    assert_matches_brute_force(got, start, count, max_steps)
 
 
 def test_first_trajectory_past_128_bits_goes_to_the_exact_path(backend):
@@ -218,16 +223,13 @@ def test_sieve_extension_glide_bound(bits, extra):
 )
 @pytest.mark.parametrize("tight", [False, True])
 def test_extended_sieve_matches_brute_force(backend, start, count, chunk, bits, extra, tight):
-    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
     max_steps = 100_000
     if tight:
         # Just above the extension's largest sieved glide, so that the sieve still applies
         present = np.ones(bits + 1, np.bool_)
         max_steps = max(steptables.build_sieve_extension(bits, extra, present)[3], 60) + 4
     got = run_verify(backend, start, count, chunk, bits, max_steps, extra)
-    assert got.unresolved == [n for n, g in glides if g > max_steps]
-    assert got.covered == count - len(got.unresolved)
-    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= max_steps])
+    assert_matches_brute_force(got, start, count, max_steps)
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
@@ -308,16 +310,6 @@ def test_sieved_out_values_of_at_least_2_to_the_depth_drop():
 # The 3^2 sieve: n = 3m + 2 and n = 9m + 4 skipped once their predecessor is in the range
 
 
-def run_verify_mod9(backend, start, count, chunk, bits, extra, max_steps, mod9=1):
-    params = {"start": start, "count": count, "sieve_bits": bits, "sieve_extra_bits": extra}
-    params.update(max_steps=max_steps, sieve_mod9=mod9)
-    workload = make_workload(make_job({"name": "t", "type": "verify", "parameters": params}, 0))
-    summary = workload.empty()
-    for off in range(0, count, chunk):
-        summary = workload.merge(summary, workload.compute(backend, off, min(chunk, count - off)).summary)
-    return workload.finish(summary)
-
-
 @pytest.mark.parametrize(
     "start,count,chunk,bits,extra",
     [
@@ -332,11 +324,8 @@ def run_verify_mod9(backend, start, count, chunk, bits, extra, max_steps, mod9=1
 @pytest.mark.parametrize("max_steps", [100_000, 70, 45])
 def test_mod9_sieve_matches_brute_force(backend, start, count, chunk, bits, extra, max_steps):
     """Tight step bounds leave many unresolved predecessors: their skipped successors must be listed."""
-    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
-    got = run_verify_mod9(backend, start, count, chunk, bits, extra, max_steps)
-    assert got.unresolved == [n for n, g in glides if g > max_steps]
-    assert got.covered == count - len(got.unresolved)
-    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= max_steps])
+    got = run_verify(backend, start, count, chunk, bits, max_steps, extra)
+    assert_matches_brute_force(got, start, count, max_steps)
 
 
 def tightest_bound(bits, extra):
@@ -433,8 +422,5 @@ def test_mod9_sieve_switched_between_chunks_keeps_results_exact(backend, order):
     first = workloads[0].compute(backend, 0, split).summary
     second = workloads[1].compute(backend, split, count - split).summary
     got = workloads[1].finish(workloads[1].merge(second, first))
-    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
     assert 4591 in got.unresolved and (6887, 104) in got.glide_records
-    assert got.unresolved == [n for n, g in glides if g > max_steps]
-    assert got.covered == count - len(got.unresolved)
-    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= max_steps])
+    assert_matches_brute_force(got, start, count, max_steps)
