@@ -32,7 +32,7 @@ OFFSET = 2**40
 
 def hpcthreads_run(comm: Any, count: int, batch: int, out: Path) -> dict[str, float] | None:
     from hpcthreads.config import RunConfig, make_jobs
-    from hpcthreads.runtime import run
+    from hpcthreads.runtime.start import run
 
     params = {"start": OFFSET, "count": count, "batch_size": batch}
     jobs = make_jobs({"jobs": [{"name": "balance", "type": "collatz", "parameters": params}]})
@@ -52,9 +52,9 @@ def hpcthreads_run(comm: Any, count: int, batch: int, out: Path) -> dict[str, fl
 def static_split(comm: Any, count: int) -> float | None:
     from hpcthreads.backends import make_backend
     from hpcthreads.config import make_job
-    from hpcthreads.protocol import Task
-    from hpcthreads.testing import Faults
-    from hpcthreads.worker import ChunkRunner
+    from hpcthreads.runtime.faults import Faults
+    from hpcthreads.runtime.protocol import Task
+    from hpcthreads.runtime.worker import ChunkRunner
     from hpcthreads.workloads import make_workload
 
     rank, workers = comm.Get_rank(), comm.Get_size() - 1

@@ -19,9 +19,9 @@ from typing import Any
 
 from hpcthreads.backends.base import BaseBackend
 from hpcthreads.config import Job
-from hpcthreads.coordinator import Coordinator
-from hpcthreads.testing import Faults
-from hpcthreads.worker import ChunkRunner, Worker, hello_for
+from hpcthreads.runtime.coordinator import Coordinator
+from hpcthreads.runtime.faults import Faults
+from hpcthreads.runtime.worker import ChunkRunner, Worker, hello_for
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 
 

@@ -26,7 +26,7 @@ SHORTHAND_OPTIONS = (
 
 
 def _fail(exc: HPCThreadsError) -> None:
-    from hpcthreads.mpiutil import launcher_rank
+    from hpcthreads.runtime.mpiutil import launcher_rank
 
     # Every rank reaches the same verdict; one of them says it
     if launcher_rank() == 0:
@@ -180,10 +180,10 @@ def run(
     Exit status: 0 done, 1 a job failed (the others completed), 2 bad input,
     75 stopped by SIGTERM/SIGINT/SIGUSR1 with finished chunks saved: resume me.
     """
-    from hpcthreads.runtime import run as run_jobs
+    from hpcthreads.runtime.start import run as run_jobs
 
     try:
-        from hpcthreads.devices import parse_policy
+        from hpcthreads.runtime.devices import parse_policy
 
         parse_policy(device)
         jobs, source = _jobs_from(target, name, shorthand)
@@ -242,8 +242,8 @@ def _jobs_from(target: str, name: str | None, shorthand: dict[str, Any]) -> tupl
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON with exact integers.")
 def inspect(path: Path, as_json: bool) -> None:
     """Summarise a results file: jobs, counts, maxima and records."""
-    from hpcthreads.inspection import format_summary
     from hpcthreads.io.reader import read_results
+    from hpcthreads.tools.inspection import format_summary
 
     try:
         results = read_results(path)
@@ -265,7 +265,7 @@ def status(output: Path, as_json: bool) -> None:
     in progress or stopped, and OUTPUT itself once it is complete. Exit status
     0 when the run is complete, 3 when work remains.
     """
-    from hpcthreads.status import format_status, run_status
+    from hpcthreads.tools.status import format_status, run_status
 
     try:
         report = run_status(output)
@@ -289,7 +289,7 @@ def merge(output: Path, inputs: tuple[Path, ...], force: bool) -> None:
     as if one run had covered the union:
       hpcthreads merge all.h5 part-0.h5 part-1.h5 part-2.h5
     """
-    from hpcthreads.merge import merge_files
+    from hpcthreads.tools.merge import merge_files
 
     try:
         jobs = merge_files(output, list(inputs), force)
@@ -316,7 +316,7 @@ def report(path: Path, folder: Path | None, with_html: bool) -> None:
     thread paths (thread jobs), the per-rank timeline of chunks (steals
     outlined in red) and per-rank throughput.
     """
-    from hpcthreads.report import build_report
+    from hpcthreads.tools.report import build_report
 
     folder = folder or path.with_name(path.stem + "_report")
     try:
@@ -342,7 +342,7 @@ def report(path: Path, folder: Path | None, with_html: bool) -> None:
 @click.option("--job", "jobs", multiple=True, help="Export only this job (repeatable).")
 def export(path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tuple[str, ...]) -> None:
     """Records, histograms and per-item arrays of a results file as CSV or Parquet."""
-    from hpcthreads.export import export as export_tables
+    from hpcthreads.tools.export import export as export_tables
 
     if (csv_dir is None) == (parquet_dir is None):
         _fail(ConfigError("give exactly one of --csv DIR or --parquet DIR"))
@@ -372,8 +372,8 @@ def export(path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tup
 def info(device: str, ranks: int | None, warm_up: bool) -> None:
     """Print the versions of Python, MPI, h5py and Numba, the backends available here, and the
     device and backend each rank on this node would use."""
-    from hpcthreads.inspection import environment_report, warm_up_caches
-    from hpcthreads.placement import placement_report
+    from hpcthreads.runtime.placement import placement_report
+    from hpcthreads.tools.inspection import environment_report, warm_up_caches
 
     try:
         click.echo(environment_report())

@@ -74,7 +74,7 @@ def rank_table(path: Path) -> dict:
 
 def wait_for_progress(out, fraction: float, proc: subprocess.Popen) -> None:
     """Return once the run's ledger holds `fraction` of all work (0: once the file exists)."""
-    from hpcthreads.status import run_status
+    from hpcthreads.tools.status import run_status
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:

@@ -14,7 +14,7 @@ import reference as ref
 from helpers import cli, inspect_json, mpirun
 
 import hpcthreads
-from hpcthreads.monitor import Progress, Snapshot
+from hpcthreads.runtime.monitor import Progress, Snapshot
 
 JOBS = """
 jobs:

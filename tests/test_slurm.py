@@ -186,7 +186,7 @@ FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_
 
 
 def _work_done(out: Path) -> int:
-    from hpcthreads.status import run_status
+    from hpcthreads.tools.status import run_status
 
     try:
         return sum(job["done"] or 0 for job in run_status(out)["jobs"].values())

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from hpcthreads.config import Job
-from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
+from hpcthreads.workloads.base import BaseWorkload, ChunkOutput, to_plain
 from hpcthreads.workloads.collatz import CollatzWorkload
 from hpcthreads.workloads.thread import ThreadWorkload
 from hpcthreads.workloads.verify import VerifyWorkload
@@ -17,4 +20,15 @@ def make_workload(job: Job) -> BaseWorkload:
     return WORKLOADS[job.type](job)
 
 
-__all__ = ["BaseWorkload", "ChunkOutput", "make_workload", "WORKLOADS"]
+def plain_merger(workloads: list[BaseWorkload]) -> Callable[[str, dict, dict], dict[str, Any]]:
+    """`merge(job_name, plain_a, plain_b)` on JSON-ready summaries (the ledger's form)."""
+    by_name = {w.job.name: w for w in workloads}
+
+    def merge(name: str, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        workload = by_name[name]
+        return to_plain(workload.merge(workload.summary_from_plain(a), workload.summary_from_plain(b)))
+
+    return merge
+
+
+__all__ = ["BaseWorkload", "ChunkOutput", "make_workload", "plain_merger", "WORKLOADS"]

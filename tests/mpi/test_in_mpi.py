@@ -28,7 +28,7 @@ def shared_tmpdir(comm) -> Path:
 @pytest.mark.mpi(min_size=2)
 def test_a_collective_run_gives_reference_results_on_rank_0():
     from hpcthreads.config import RunConfig, make_jobs
-    from hpcthreads.runtime import run
+    from hpcthreads.runtime.start import run
 
     comm = comm_world()
     jobs = make_jobs(
@@ -67,7 +67,7 @@ def test_a_collective_run_gives_reference_results_on_rank_0():
 def test_every_rank_refuses_an_output_that_exists():
     from hpcthreads.config import RunConfig, make_jobs
     from hpcthreads.errors import OutputError
-    from hpcthreads.runtime import run
+    from hpcthreads.runtime.start import run
 
     comm = comm_world()
     out = shared_tmpdir(comm) / "taken.h5"

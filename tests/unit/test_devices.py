@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-from hpcthreads import devices
 from hpcthreads.backends.base import BaseBackend
 from hpcthreads.errors import ConfigError
-from hpcthreads.placement import placement_report
+from hpcthreads.runtime import devices
+from hpcthreads.runtime.placement import placement_report
 
 UUIDS = "GPU-1a2b3c4d-0000-1111-2222-333344445555,GPU-9f8e7d6c-aaaa-bbbb-cccc-ddddeeeeffff"
 
@@ -163,8 +163,8 @@ class _FakeGPU(BaseBackend):
 
 def test_gpu_sub_batches_hold_millions_of_numbers():
     from hpcthreads.config import make_job
-    from hpcthreads.testing import Faults
-    from hpcthreads.worker import ChunkRunner
+    from hpcthreads.runtime.faults import Faults
+    from hpcthreads.runtime.worker import ChunkRunner
     from hpcthreads.workloads import make_workload
 
     job = make_job({"name": "g", "type": "collatz", "parameters": {"count": 10**9}}, 0)

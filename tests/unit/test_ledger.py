@@ -6,8 +6,8 @@ import io
 import sys
 import time
 
-from hpcthreads import ledger, mpiutil
-from hpcthreads.status import format_status, run_status
+from hpcthreads.runtime import ledger, mpiutil
+from hpcthreads.tools.status import format_status, run_status
 
 
 def _keep_newest(_name, _a, b):

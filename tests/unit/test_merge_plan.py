@@ -6,7 +6,7 @@ import pytest
 
 from hpcthreads.config import make_job
 from hpcthreads.errors import ConfigError
-from hpcthreads.merge import merged_job
+from hpcthreads.tools.merge import merged_job
 
 
 def part(start, count, jtype="collatz", **params):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpcthreads.scheduling import MIN_STEAL_SECONDS, JobQueue, Scheduler, WorkerState
+from hpcthreads.runtime.scheduling import MIN_STEAL_SECONDS, JobQueue, Scheduler, WorkerState
 
 
 def queue(index, size=1000, batch=100, priority="normal", gpu=False, **kw):

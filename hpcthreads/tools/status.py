@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hpcthreads import ledger
 from hpcthreads.errors import OutputError
+from hpcthreads.runtime import ledger
 
 
 def run_status(output: Path) -> dict[str, Any]:

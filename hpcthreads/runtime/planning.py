@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpcthreads import ledger
 from hpcthreads.config import RunConfig, comparable
 from hpcthreads.errors import ConfigError, OutputError
+from hpcthreads.runtime import ledger
 
 IO_MODES = ("auto", "mpio", "gather")
 
@@ -91,11 +91,10 @@ def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None
         raise OutputError(
             f"cannot resume {plan.output}: its ledger exists but {plan.partial.name} is missing"
         )
-    from hpcthreads.runtime import _plain_merger
-    from hpcthreads.workloads import make_workload
+    from hpcthreads.workloads import make_workload, plain_merger
 
     try:
-        state = ledger.load(plan.output, _plain_merger([make_workload(job) for job in config.jobs]))
+        state = ledger.load(plan.output, plain_merger([make_workload(job) for job in config.jobs]))
     except (OSError, ValueError, KeyError) as exc:
         raise OutputError(f"cannot resume {plan.output}: its ledger is unreadable ({exc})") from None
     _check_same_jobs(config, state.config, plan.output)

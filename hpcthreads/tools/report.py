@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from hpcthreads.inspection import format_summary
 from hpcthreads.io.reader import read_results
 from hpcthreads.io.results import JobResults, Results
+from hpcthreads.tools.inspection import format_summary
 
 # Most thread paths drawn in the tree figure
 TREE_THREADS = 3000

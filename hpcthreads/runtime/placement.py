@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from hpcthreads import devices
+from hpcthreads.runtime import devices
 
 
 def placement_report(

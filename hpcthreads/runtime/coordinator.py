@@ -14,13 +14,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpcthreads import protocol as p
 from hpcthreads.errors import HPCThreadsError
-from hpcthreads.ledger import LedgerWriter
-from hpcthreads.monitor import Monitor, Snapshot
-from hpcthreads.mpiutil import Poller
-from hpcthreads.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
-from hpcthreads.worker import ChunkRunner
+from hpcthreads.runtime import protocol as p
+from hpcthreads.runtime.ledger import LedgerWriter
+from hpcthreads.runtime.monitor import Monitor, Snapshot
+from hpcthreads.runtime.mpiutil import Poller
+from hpcthreads.runtime.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
+from hpcthreads.runtime.worker import ChunkRunner
 from hpcthreads.workloads.base import BaseWorkload, to_plain
 
 log = logging.getLogger("hpcthreads")

@@ -16,18 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcthreads import __version__, devices, ledger
+from hpcthreads import __version__
 from hpcthreads.config import Job, RunConfig
-from hpcthreads.coordinator import Coordinator, Outcome
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io import schema
-from hpcthreads.monitor import Metrics, Monitor, Progress
-from hpcthreads.mpiutil import abort_on_exception, abort_world, init_mpi, setup_logging
-from hpcthreads.planning import Plan, make_plan
-from hpcthreads.testing import Faults
-from hpcthreads.worker import ChunkRunner, Worker, hello_for
-from hpcthreads.workloads import make_workload
-from hpcthreads.workloads.base import to_plain
+from hpcthreads.runtime import devices, ledger
+from hpcthreads.runtime.coordinator import Coordinator, Outcome
+from hpcthreads.runtime.faults import Faults
+from hpcthreads.runtime.monitor import Metrics, Monitor, Progress
+from hpcthreads.runtime.mpiutil import abort_on_exception, abort_world, init_mpi, setup_logging
+from hpcthreads.runtime.planning import Plan, make_plan
+from hpcthreads.runtime.worker import ChunkRunner, Worker, hello_for
+from hpcthreads.workloads import make_workload, plain_merger
 
 log = logging.getLogger("hpcthreads")
 
@@ -152,7 +152,7 @@ def _coordinate(
 ) -> RunResult:
     backend = devices.rank_backend(config.backend, choice, log) if size == 1 else None
     local = ChunkRunner(workloads, backend, 0, faults) if backend is not None else None
-    merge = _plain_merger(workloads)
+    merge = plain_merger(workloads)
     state = plan.state or ledger.LedgerState(config.jobs_json())
     journal = ledger.LedgerWriter(plan.output, state, merge, config.checkpoint_interval)
     t0 = time.perf_counter()
@@ -202,16 +202,6 @@ def _coordinate(
 def _monitor(config: RunConfig) -> Monitor:
     metrics = Metrics(config.metrics_dir) if config.metrics_dir else None
     return Monitor(Progress(interval=config.progress_interval, quiet=config.quiet), metrics)
-
-
-def _plain_merger(workloads: list) -> Any:
-    by_name = {w.job.name: w for w in workloads}
-
-    def merge(name: str, a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-        workload = by_name[name]
-        return to_plain(workload.merge(workload.summary_from_plain(a), workload.summary_from_plain(b)))
-
-    return merge
 
 
 def _finish(outcome: Outcome, workloads: list, state: ledger.LedgerState, size: int) -> Any:

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from hpcthreads import protocol as p
 from hpcthreads.backends.base import BaseBackend
-from hpcthreads.mpiutil import Poller
-from hpcthreads.testing import Faults
+from hpcthreads.runtime import protocol as p
+from hpcthreads.runtime.faults import Faults
+from hpcthreads.runtime.mpiutil import Poller
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 
 log = logging.getLogger("hpcthreads")

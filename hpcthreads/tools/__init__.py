@@ -1,0 +1,1 @@
+"""Commands that read results files: inspect, status, merge, report, export."""
