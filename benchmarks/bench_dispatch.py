@@ -21,6 +21,7 @@ from hpcthreads.backends.base import BaseBackend
 from hpcthreads.config import Job
 from hpcthreads.runtime.coordinator import Coordinator
 from hpcthreads.runtime.faults import Faults
+from hpcthreads.runtime.mpiutil import MPITransport
 from hpcthreads.runtime.worker import ChunkRunner, Worker, hello_for
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 
@@ -73,7 +74,10 @@ def hpcthreads_rate(comm: Any, tasks: int) -> float | None:
         ).serve()
         return None
     t0 = time.perf_counter()
-    outcome = Coordinator(comm, workloads, NullWriter(), None, max_chunks=[1]).run()
+    children = list(range(1, comm.Get_size()))
+    outcome = Coordinator(
+        MPITransport(comm), workloads, NullWriter(), None, max_chunks=[1], children=children
+    ).run()
     elapsed = time.perf_counter() - t0
     assert sum(c.count for c in outcome.chunks) == tasks, "not every task was dispatched"
     return tasks / elapsed

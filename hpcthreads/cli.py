@@ -12,6 +12,7 @@ import click
 from hpcthreads import __version__
 from hpcthreads.config import JOB_TYPES, STORE_MODES, RunConfig, load_job_file, make_jobs
 from hpcthreads.errors import ConfigError, HPCThreadsError
+from hpcthreads.runtime.topology import AUTO_MIN_RANKS
 
 SHORTHAND_OPTIONS = (
     "start",
@@ -79,7 +80,8 @@ def main() -> None:
     default="auto",
     show_default=True,
     help="Compute backend: auto (a GPU backend on ranks with a device, else numba-cpu), numba-cpu, "
-    "numba-cuda or cupy.",
+    "numba-cuda or cupy; or simulated (workers sleep for the time a chunk would take and compute "
+    "nothing: for measuring coordination at scale).",
 )
 @click.option(
     "--device",
@@ -130,6 +132,38 @@ def main() -> None:
     show_default=True,
     help="Seconds between checkpoint snapshots of the ledger.",
 )
+@click.option(
+    "--groups",
+    default="auto",
+    show_default=True,
+    help="Sub-coordinators between rank 0 and the workers: none; node (one per node); K (one per K "
+    "ranks); levels from the bottom such as node,4096 or 8,64; auto (one per node from "
+    f"{AUTO_MIN_RANKS} ranks over several nodes, else none). A sub-coordinator computes nothing.",
+)
+@click.option(
+    "--chunk-seconds",
+    type=click.FloatRange(min=0.001, max=3600),
+    help="Seconds of work per chunk (default: 0.5, longer from about 1,000 workers per coordinator).",
+)
+@click.option(
+    "--heartbeat-interval",
+    type=click.FloatRange(min=0.01, max=3600),
+    help="Seconds between a busy worker's heartbeats (default: 1, longer on very large runs; "
+    "at most a quarter of --heartbeat-timeout).",
+)
+@click.option(
+    "--simulated-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e9,
+    show_default=True,
+    help="With --backend simulated: items per second of one worker.",
+)
+@click.option(
+    "--simulated-slow",
+    default="",
+    metavar="FRACTION:FACTOR",
+    help="With --backend simulated: slow this fraction of the workers by this factor (0.2:4).",
+)
 @click.option("--quiet", is_flag=True, help="No progress display (errors are still reported).")
 @click.option(
     "--progress-interval",
@@ -160,6 +194,11 @@ def run(
     quiet: bool,
     progress_interval: float,
     metrics_dir: Path | None,
+    groups: str,
+    chunk_seconds: float | None,
+    heartbeat_interval: float | None,
+    simulated_rate: float,
+    simulated_slow: str,
     **shorthand: Any,
 ) -> None:
     """Run the jobs of TARGET and write OUTPUT.
@@ -183,9 +222,14 @@ def run(
     from hpcthreads.runtime.start import run as run_jobs
 
     try:
+        from hpcthreads.backends.simulated import parse_slow
         from hpcthreads.runtime.devices import parse_policy
+        from hpcthreads.runtime.topology import parse_groups
 
         parse_policy(device)
+        parse_groups(groups)
+        if backend == "simulated":
+            parse_slow(simulated_slow)
         jobs, source = _jobs_from(target, name, shorthand)
         config = RunConfig(
             jobs=jobs,
@@ -204,6 +248,11 @@ def run(
             quiet=quiet,
             progress_interval=progress_interval,
             metrics_dir=metrics_dir,
+            groups=groups,
+            chunk_seconds=chunk_seconds,
+            heartbeat_interval=heartbeat_interval,
+            simulated_rate=simulated_rate,
+            simulated_slow=simulated_slow,
         )
         result = run_jobs(config)
     except HPCThreadsError as exc:

@@ -179,6 +179,14 @@ class RunConfig:
     quiet: bool = False
     progress_interval: float = 30.0
     metrics_dir: Path | None = None
+    # Sub-coordinators: auto, none, node, K, or levels from the bottom such as "8,64"
+    groups: str = "auto"
+    # Seconds of work per worker chunk and between heartbeats (None: from the number of ranks)
+    chunk_seconds: float | None = None
+    heartbeat_interval: float | None = None
+    # The `simulated` backend: items per second per worker, and FRACTION:FACTOR of slowed workers
+    simulated_rate: float = 1e9
+    simulated_slow: str = ""
 
     def jobs_json(self) -> str:
         """The validated jobs, with defaults, as canonical JSON: what a resumed run must match."""

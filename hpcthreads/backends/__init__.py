@@ -6,6 +6,8 @@ from hpcthreads.backends.base import BaseBackend
 from hpcthreads.errors import BackendError
 
 BACKEND_NAMES = ("numba-cpu", "numba-cuda", "cupy")
+# Not a compute backend: sleeps for the time a chunk would take (measuring coordination at scale)
+SIMULATED = "simulated"
 # The GPU backends `auto` tries on a rank with a device, in this order
 GPU_BACKENDS = ("cupy", "numba-cuda")
 
@@ -23,7 +25,12 @@ def backend_class(name: str) -> type[BaseBackend]:
         from hpcthreads.backends.cupy_backend import CupyBackend
 
         return CupyBackend
-    raise BackendError(f"unknown backend {name!r} (one of: auto, {', '.join(BACKEND_NAMES)})")
+    if name == SIMULATED:
+        from hpcthreads.backends.simulated import SimulatedBackend
+
+        return SimulatedBackend
+    names = ", ".join((*BACKEND_NAMES, SIMULATED))
+    raise BackendError(f"unknown backend {name!r} (one of: auto, {names})")
 
 
 def make_backend(name: str = "auto", device: int | None = None, label: str | None = None) -> BaseBackend:

@@ -1,7 +1,9 @@
-"""The coordinator (rank 0): hands out chunks, merges results, steals for idle workers.
+"""The coordinator (rank 0): hands out chunks, merges results into the file and the ledger.
 
-Mirror image of worker.py. With one rank there are no workers to talk to:
-the coordinator runs each chunk itself through the same ChunkRunner.
+Its children are workers, or sub-coordinators that each stand for a group of
+workers (subcoordinator.py); towards them it is a `BaseDispatcher`. With one
+rank there are no children to talk to: the coordinator runs each chunk
+itself through the same ChunkRunner. Mirror image of worker.py.
 """
 
 from __future__ import annotations
@@ -11,39 +13,22 @@ import signal
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hpcthreads.errors import HPCThreadsError
 from hpcthreads.runtime import protocol as p
+from hpcthreads.runtime.dispatch import BaseDispatcher, ChunkRecord, WorkerLostError
 from hpcthreads.runtime.ledger import LedgerWriter
 from hpcthreads.runtime.monitor import Monitor, Snapshot
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
+from hpcthreads.runtime.scheduling import TARGET_SECONDS, Chunk, JobQueue, WorkerState
 from hpcthreads.runtime.worker import ChunkRunner
 from hpcthreads.workloads.base import BaseWorkload, to_plain
 
 log = logging.getLogger("hpcthreads")
 
-FINAL_TIMEOUT = 30.0
-RETRY_SECONDS = 0.05
-
-
-class WorkerLostError(HPCThreadsError):
-    """A worker stopped answering while it held work."""
-
-    exit_code = 1
-
-
-@dataclass
-class ChunkRecord:
-    job: int
-    offset: int
-    count: int
-    rank: int
-    started: float
-    ended: float
-    stolen: bool
+__all__ = ["Coordinator", "Outcome", "WorkerLostError"]
 
 
 @dataclass
@@ -53,15 +38,17 @@ class Outcome:
     extra: dict[int, dict[str, list]] = field(default_factory=dict)
     job_wall: dict[int, float] = field(default_factory=dict)
     wall: float = 0.0
+    # First chunk handed out to last result in, in seconds
+    makespan: float = 0.0
     interrupted: str | None = None
     ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
     chunks: list[ChunkRecord] = field(default_factory=list)
 
 
-class Coordinator:
+class Coordinator(BaseDispatcher):
     def __init__(
         self,
-        comm: Any,
+        transport: Any,
         workloads: list[BaseWorkload],
         writer: Any,
         local: ChunkRunner | None,
@@ -70,29 +57,34 @@ class Coordinator:
         ledger: LedgerWriter | None = None,
         monitor: Monitor | None = None,
         startup_timeout: float = 600.0,
+        children: list[int] | None = None,
+        target: float = TARGET_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        wallclock: Callable[[], float] = time.time,
     ) -> None:
-        self.comm = comm
-        self.monitor = monitor
-        self.failures = 0
-        self.last_progress = time.time()
-        self.workloads = workloads
-        self.writer = writer
-        self.local = local
         self.ledger = ledger
-        self.timeout = heartbeat_timeout
-        # Start-up includes compiling kernels on a cold cache: far longer than a heartbeat
-        self.startup_timeout = startup_timeout
-        ranks = [0] if local is not None else list(range(1, comm.Get_size()))
-        self.workers = {rank: WorkerState(rank) for rank in ranks}
+        self.local = local
         limits = max_chunks or [1 << 62] * len(workloads)
         queues = [self._queue(i, w, limits[i]) for i, w in enumerate(workloads)]
-        self.scheduler = Scheduler(queues, list(self.workers.values()))
+        ranks = [0] if local is not None else list(children or [])
+        super().__init__(
+            transport, workloads, ranks, queues, target, heartbeat_timeout, startup_timeout, clock
+        )  # fmt: skip
+        if local is not None:
+            self.window = 1
+        self.wallclock = wallclock
+        self.writer = writer
+        self.monitor = monitor
+        self.last_progress = wallclock()
         self.summaries = {i: self._resumed_summary(w) for i, w in enumerate(workloads)}
+        if ledger is not None:
+            ledger.summaries = self.plain_summaries
         self.outcome = Outcome()
         self.local_queue: deque[p.Task] = deque()
-        self.last_seen: dict[int, float] = {}
         self.interrupted: str | None = None
-        self.t0 = time.time()
+        self.t0 = wallclock()
+        self.first_sent: float | None = None
+        self.last_result = 0.0
         self.job_started: dict[int, float] = {}
 
     def _queue(self, index: int, workload: BaseWorkload, limit: int) -> JobQueue:
@@ -102,12 +94,21 @@ class Coordinator:
         done = self.ledger.state.done.get(job.name) if self.ledger else None
         if done is not None:
             queue.cursor, queue.done = job.size, done.covered()
-            queue.returned.extend(Chunk(0, index, offset, count) for offset, count in done.gaps(job.size))
+            for offset, count in done.gaps(job.size):
+                queue.put_back(Chunk(0, index, offset, count), front=False)
         return queue
 
     def _resumed_summary(self, workload: BaseWorkload) -> Any:
         plain = self.ledger.state.summaries.get(workload.job.name) if self.ledger else None
         return workload.empty() if plain is None else workload.summary_from_plain(plain)
+
+    def plain_summaries(self) -> dict[str, dict[str, Any]]:
+        """The merged summary of every job with finished work, as the ledger's snapshot holds them."""
+        out = {}
+        for index, workload in enumerate(self.workloads):
+            if self.scheduler.jobs[index].done or workload.job.name in self.ledger.state.summaries:
+                out[workload.job.name] = to_plain(self.summaries[index])
+        return out
 
     # Main loop
 
@@ -116,37 +117,41 @@ class Coordinator:
         self._greet()
         cpu_start, wall_start = time.process_time(), time.perf_counter()
         for worker in self.workers.values():
-            self._top_up(worker)
+            self.top_up(worker)
         poller = Poller()
-        retry_at = 0.0
         while not self._done():
             if self._step():
                 poller.reset()
             else:
                 poller.wait()
-            now = time.monotonic()
-            if now > retry_at:
-                # Idle workers whose last steal was refused try again
-                self._top_up_idle()
-                self._check_heartbeats(now)
-                self._report()
-                retry_at = now + RETRY_SECONDS
+            now = self.clock()
+            if self.ledger is not None:
+                self.ledger.tick(now)
+            if self.duties(now):
+                self.report()
         coordinator = {"cpu": time.process_time() - cpu_start, "wall": time.perf_counter() - wall_start}
         self.outcome.wall = coordinator["wall"]
+        if self.first_sent is not None:
+            self.outcome.makespan = max(0.0, self.last_result - self.first_sent)
         self._stop_workers()
         self._finish_jobs()
-        self._report(final=True)
+        self.report(final=True)
         if self.local is None:
-            self.outcome.ranks[0] = {"host": socket.gethostname(), "device": "coordinator", **coordinator}
+            self.ranks[0] = {"host": socket.gethostname(), "device": "coordinator", **coordinator}
         else:
-            self.outcome.ranks[0].update(coordinator)
+            self.ranks[0].update(coordinator)
+        self.outcome.ranks = self.ranks
+        self.outcome.chunks = [
+            ChunkRecord(c.job, c.offset, c.count, c.rank, c.started - self.t0, c.ended - self.t0, c.stolen)
+            for c in self.chunks
+        ]
         self.outcome.interrupted = self.interrupted
         return self.outcome
 
     def _done(self) -> bool:
         if self.interrupted:
             return True
-        return self.scheduler.all_finished() and not any(w.in_flight for w in self.workers.values())
+        return self.scheduler.in_flight == 0 and self.scheduler.all_finished()
 
     def _install_signals(self) -> None:
         def handler(signum: int, _frame: Any) -> None:
@@ -154,53 +159,23 @@ class Coordinator:
             if not self.interrupted:
                 log.warning("%s received: finishing chunks in flight, then stopping", name)
             self.interrupted = name
+            self.stopping = True
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, handler)
 
     def _greet(self) -> None:
-        if self.local is not None:
-            log.info("one rank: computing here with %s", self.local.backend.describe())
-            self.workers[0].is_gpu = self.local.backend.is_gpu
-            self.outcome.ranks[0] = {
-                "host": socket.gethostname(),
-                "device": self.local.backend.describe(),
-                "backend": self.local.backend.name,
-            }
+        if self.local is None:
+            self.greet()
             return
-        deadline = time.monotonic() + self.startup_timeout
-        waiting = set(self.workers)
-        poller = Poller()
-        while waiting:
-            message, source = self._receive(p.TAG_HELLO)
-            if message is None:
-                if time.monotonic() > deadline:
-                    raise WorkerLostError(
-                        f"rank(s) {sorted(waiting)} did not start within {self.startup_timeout:.0f} s "
-                        "(--startup-timeout)"
-                    )
-                poller.wait()
-                continue
-            waiting.discard(source)
-            self.workers[source].is_gpu = message.is_gpu
-            self.outcome.ranks[source] = {
-                "host": message.host,
-                "device": message.device,
-                "backend": message.backend,
-            }
-            # A launcher that reports a dead process by its pid can be read against this line
-            log.info("rank %d is pid %d on %s (%s)", source, message.pid, message.host, message.device)
-        self.scheduler.any_gpu = any(w.is_gpu for w in self.workers.values())
-
-    def _receive(self, tag: int | None = None) -> tuple[Any, int]:
-        from mpi4py import MPI
-
-        status = MPI.Status()
-        tag = MPI.ANY_TAG if tag is None else tag
-        if not self.comm.Iprobe(source=MPI.ANY_SOURCE, tag=tag, status=status):
-            return None, -1
-        source = status.Get_source()
-        return self.comm.recv(source=source, tag=status.Get_tag()), source
+        log.info("one rank: computing here with %s", self.local.backend.describe())
+        self.workers[0].is_gpu = self.local.backend.is_gpu
+        self.scheduler.any_gpu = self.local.backend.is_gpu
+        self.ranks[0] = {
+            "host": socket.gethostname(),
+            "device": self.local.backend.describe(),
+            "backend": self.local.backend.name,
+        }
 
     def _step(self) -> bool:
         """Handle one message (or run one local chunk); False when there was nothing."""
@@ -208,85 +183,64 @@ class Coordinator:
             if not self.local_queue:
                 return False
             task = self.local_queue.popleft()
-            self._handle(self.local.run(task, self._local_service), 0)
+            self.handle(self.local.run(task, self._local_service), 0)
             return True
-        message, source = self._receive()
+        message, source = self.transport.receive()
         if message is None:
             return False
-        self._handle(message, source)
+        self.handle(message, source)
         return True
 
     def _local_service(self, cursor: int, end: int) -> int:
         return cursor if self.interrupted else end
 
-    # Messages
+    # Results
 
-    def _handle(self, message: Any, source: int) -> None:
-        self.last_seen[source] = time.monotonic()
-        worker = self.workers.get(source)
-        if isinstance(message, p.Result):
-            self._on_result(worker, message)
-        elif isinstance(message, p.Failure):
-            self._on_failure(worker, message)
-        elif isinstance(message, p.GiveBack):
-            log.debug("giveback from %d: %s", source, message)
-            if message.count:
-                thief = self.scheduler.given_back(worker, message.chunk, message.offset, message.count)
-                if thief in self.workers:
-                    self._top_up(self.workers[thief])
-                self._top_up_idle()
-            else:
-                self.scheduler.refused(worker)
-        elif isinstance(message, p.Final):
-            self.outcome.ranks.setdefault(source, {}).update(message.stats)
+    def handle(self, message: Any, source: int) -> None:
+        if isinstance(message, (p.Result, p.Batch)):
+            self.last_result = self.clock()
+        super().handle(message, source)
+        self._end_finished_jobs()
 
-    def _on_result(self, worker: WorkerState, result: p.Result) -> None:
-        chunk = self.scheduler.finished(worker, result.chunk, result.count, result.seconds)
-        job = self.scheduler.jobs[result.job]
-        self.outcome.chunks.append(
-            ChunkRecord(
-                result.job,
-                result.offset,
-                result.count,
-                worker.rank,
-                result.started - self.t0,
-                result.ended - self.t0,
-                chunk.stolen,
-            )
-        )
-        if job.failed is None and result.output is not None and result.count:
-            self._record(result, worker.rank)
-            if job.done >= job.size:
-                self._end_job(result.job)
-        self._top_up(worker)
+    def send_chunk(self, worker: WorkerState, chunk: Chunk) -> None:
+        now = self.clock()
+        if self.first_sent is None:
+            self.first_sent = now
+        self.job_started.setdefault(chunk.job, self.wallclock())
+        if self.local is None:
+            super().send_chunk(worker, chunk)
+        else:
+            self.local_queue.append(p.Task(chunk.id, chunk.job, chunk.offset, chunk.count))
 
-    def _record(self, result: p.Result, rank: int) -> None:
-        """Data first (unless a worker wrote it), then the ledger entry, then the merge."""
-        self.last_progress = time.time()
-        workload, output = self.workloads[result.job], result.output
-        if self.local is not None or not self.writer.writes_on_workers:
-            self.writer.write_chunk(result.job, output)
+    def accept(self, part: p.Part, rank: int) -> None:
+        """Data first (unless a worker wrote it), then the merge, then the ledger line."""
+        self.last_progress = self.wallclock()
+        workload = self.workloads[part.job]
+        for output in part.outputs:
+            self.writer.write_chunk(part.job, output)
+        self.summaries[part.job] = workload.merge(self.summaries[part.job], part.summary)
+        for name, rows in part.extra.items():
+            self.outcome.extra.setdefault(part.job, {}).setdefault(name, []).extend(rows)
         if self.ledger is not None:
             self.ledger.append(
                 workload.job.name,
-                result.offset,
-                result.count,
+                part.spans,
                 rank,
-                result.started,
-                result.ended,
-                to_plain(output.summary),
-                output.extra,
+                part.started,
+                part.ended,
+                to_plain(part.summary),
+                part.extra,
             )
-        self.summaries[result.job] = workload.merge(self.summaries[result.job], output.summary)
-        for name, rows in output.extra.items():
-            self.outcome.extra.setdefault(result.job, {}).setdefault(name, []).extend(rows)
 
-    def _report(self, final: bool = False) -> None:
-        """Feed the progress display and the metrics file."""
-        if self.monitor is None:
+    def job_given_up(self, job: int, message: str, dropped: list[Chunk]) -> None:
+        self.outcome.failed.setdefault(job, message)
+
+    def report(self, final: bool = False) -> None:
+        """Feed the progress display and the metrics file, from running totals."""
+        if self.monitor is None or not (final or self.monitor.due(self.clock())):
             return
         jobs = self.scheduler.jobs
-        elapsed = max(time.time() - self.t0, 1e-9)
+        elapsed = max(self.wallclock() - self.t0, 1e-9)
         if final:
             state = "interrupted" if self.interrupted else ("failed" if self.outcome.failed else "complete")
         else:
@@ -294,89 +248,24 @@ class Coordinator:
         snap = Snapshot(
             done={job.name: min(job.done, job.size) for job in jobs},
             total={job.name: job.size for job in jobs},
-            busy={w.rank: w.busy / elapsed for w in self.workers.values()},
-            stolen=sum(w.stolen_from for w in self.workers.values()),
+            busy=lambda: {w.rank: w.busy / elapsed / w.capacity for w in self.workers.values()},
+            stolen=self.scheduler.stolen,
             failures=self.failures,
             last_progress=self.last_progress,
             state=state,
         )
         self.monitor.update(snap, final)
 
-    def _on_failure(self, worker: WorkerState, failure: p.Failure) -> None:
-        self.failures += 1
-        name = self.scheduler.jobs[worker.in_flight[failure.chunk].job].name
-        log.error(
-            "rank %d (%s) failed a chunk of job %s: %s\n%s",
-            failure.rank,
-            failure.host,
-            name,
-            failure.error,
-            failure.traceback.rstrip(),
-        )
-        message = f"rank {failure.rank} on {failure.host}: {failure.error}"
-        job_index = worker.in_flight[failure.chunk].job
-        if self.scheduler.failed(worker, failure.chunk, message):
-            log.warning("job %s: retrying the chunk on another worker", name)
-            self._top_up_idle()
-        else:
-            log.error("job %s failed twice; giving it up: %s", name, message)
-            self.outcome.failed[job_index] = message
-        self._top_up(worker)
-
-    # Dispatch and stealing
-
-    def _send(self, worker: WorkerState, chunk: Chunk) -> None:
-        if not worker.in_flight or worker.rank not in self.last_seen:
-            self.last_seen[worker.rank] = time.monotonic()
-        self.job_started.setdefault(chunk.job, time.time())
-        task = p.Task(chunk.id, chunk.job, chunk.offset, chunk.count)
-        if self.local is not None:
-            self.local_queue.append(task)
-        else:
-            self.comm.send(task, dest=worker.rank, tag=p.TAG_TASK)
-
-    def _top_up(self, worker: WorkerState) -> None:
-        if self.interrupted:
-            return
-        window = 1 if self.local is not None else WINDOW
-        while len(worker.in_flight) < window:
-            before = set(worker.in_flight)
-            chunk = self.scheduler.next_chunk(worker, time.monotonic())
-            if chunk is None:
-                break
-            self._send(worker, chunk)
-            if set(worker.in_flight) == before:
-                break
-        # Ask for stolen work before the worker runs dry, so that it never waits
-        if len(worker.in_flight) < WINDOW and self.local is None:
-            victim = self.scheduler.steal_for(worker, time.monotonic())
-            if victim is not None:
-                log.debug("steal from %d for %d", victim.rank, worker.rank)
-                self.comm.send(p.Steal(), dest=victim.rank, tag=p.TAG_STEAL)
-
-    def _top_up_idle(self) -> None:
-        for worker in self.workers.values():
-            if len(worker.in_flight) < WINDOW:
-                self._top_up(worker)
-
-    def _check_heartbeats(self, now: float) -> None:
-        for worker in self.workers.values():
-            if (
-                worker.in_flight
-                and worker.rank != 0
-                and now - self.last_seen.get(worker.rank, now) > self.timeout
-            ):
-                host = self.outcome.ranks.get(worker.rank, {}).get("host", "?")
-                raise WorkerLostError(
-                    f"rank {worker.rank} on {host} sent nothing for {self.timeout:.0f} s while holding work; "
-                    "it has probably died"
-                )
-
     # Ending
+
+    def _end_finished_jobs(self) -> None:
+        for index, job in enumerate(self.scheduler.jobs):
+            if job.failed is None and job.done >= job.size and index not in self.outcome.summaries:
+                self._end_job(index)
 
     def _end_job(self, index: int) -> None:
         workload = self.workloads[index]
-        wall = time.time() - self.job_started.get(index, self.t0)
+        wall = self.wallclock() - self.job_started.get(index, self.t0)
         self.outcome.summaries[index] = workload.finish(self.summaries[index])
         self.outcome.job_wall[index] = wall
         log.info(
@@ -389,31 +278,11 @@ class Coordinator:
 
     def _finish_jobs(self) -> None:
         # Jobs with nothing left to do when resuming are complete without a chunk
-        for index, job in enumerate(self.scheduler.jobs):
-            if job.failed is None and job.done >= job.size and index not in self.outcome.summaries:
-                self._end_job(index)
+        self._end_finished_jobs()
 
     def _stop_workers(self) -> None:
         if self.local is not None:
             stats = {"busy": self.local.busy, "items": self.local.items, "idle": 0.0, "gave_back": 0}
-            self.outcome.ranks[0].update(stats)
+            self.ranks[0].update(stats, chunks=self.workers[0].chunks, stolen_from=0, stolen_by=0)
             return
-        for rank in self.workers:
-            self.comm.send(p.Stop(self.interrupted or "done"), dest=rank, tag=p.TAG_STOP)
-        waiting = set(self.workers)
-        deadline = time.monotonic() + FINAL_TIMEOUT
-        poller = Poller()
-        while waiting and time.monotonic() < deadline:
-            message, source = self._receive()
-            if message is None:
-                poller.wait()
-                continue
-            self._handle(message, source)
-            if isinstance(message, p.Final):
-                waiting.discard(source)
-        if waiting:
-            log.warning("rank(s) %s did not report at the end", sorted(waiting))
-        for worker in self.workers.values():
-            self.outcome.ranks.setdefault(worker.rank, {}).update(
-                {"chunks": worker.chunks, "stolen_from": worker.stolen_from, "stolen_by": worker.stolen_by}
-            )
+        self.stop_children(self.interrupted or "done", self.transport.receive)

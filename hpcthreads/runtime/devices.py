@@ -198,10 +198,24 @@ def bind(choice: DeviceChoice, environ: Any = None) -> None:
         environ["CUDA_VISIBLE_DEVICES"] = choice.device
 
 
-def rank_backend(name: str, choice: DeviceChoice, log: logging.Logger) -> BaseBackend:
-    """The backend of one rank: on its device if it has one, else numba-cpu, saying why once."""
-    from hpcthreads.backends import backend_class, make_backend
+def for_slot(policy: Policy, slot: int | None, environ: Mapping[str, str], why_none: str) -> DeviceChoice:
+    """The device of the worker in `slot` of its node (None: a rank that computes nothing)."""
+    if slot is None:
+        return DeviceChoice(None, why_none)
+    return choose(policy, slot, visible_devices(environ, count_physical()), environ)
 
+
+def rank_backend(
+    name: str, choice: DeviceChoice, log: logging.Logger, simulation: dict[str, Any] | None = None
+) -> BaseBackend:
+    """The backend of one rank: on its device if it has one, else numba-cpu, saying why once.
+
+    `simulation` holds the settings of the `simulated` backend (rate, slow, rank).
+    """
+    from hpcthreads.backends import SIMULATED, backend_class, make_backend
+
+    if name == SIMULATED:
+        return backend_class(name)(**(simulation or {}))  # type: ignore[call-arg]
     if name != "auto" and not backend_class(name).is_gpu:
         return make_backend(name)
     if choice.device is None:

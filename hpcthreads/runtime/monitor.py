@@ -14,23 +14,30 @@ import os
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 log = logging.getLogger("hpcthreads")
 
 METRICS_FILE = "hpcthreads.prom"
+# Seconds between samples of the progress rate when nothing is drawn
+RATE_SAMPLE_SECONDS = 1.0
 STATES = ("running", "complete", "failed", "interrupted")
 
 
 @dataclass
 class Snapshot:
-    """The run as the coordinator sees it at one moment."""
+    """The run as the coordinator sees it at one moment.
+
+    `busy` (rank -> busy fraction) is computed only when the metrics file is
+    written: it costs O(N) in the number of ranks the coordinator feeds.
+    """
 
     done: dict[str, int]
     total: dict[str, int]
-    busy: dict[int, float] = field(default_factory=dict)
+    busy: Callable[[], dict[int, float]] = dict
     stolen: int = 0
     failures: int = 0
     last_progress: float = 0.0
@@ -74,19 +81,24 @@ class Progress:
         self.rate = Rate()
         self.started = time.monotonic()
         self.next_line = self.started + interval
-        self.next_draw = 0.0
+        self.next_sample = 0.0
         self.drawn = 0
+
+    def due(self, now: float) -> bool:
+        """Whether an update now would draw, log or take a sample of the rate."""
+        return now >= self.next_sample
 
     def update(self, snap: Snapshot, now: float | None = None, final: bool = False) -> None:
         now = time.monotonic() if now is None else now
         done, total = sum(snap.done.values()), sum(snap.total.values())
         rate = self.rate.add(now, done)
+        drawing = self.tty and not self.quiet
+        self.next_sample = now + (0.25 if drawing else RATE_SAMPLE_SECONDS)
         if self.quiet:
             return
-        if self.tty and (final or now >= self.next_draw):
+        if drawing:
             self._draw(snap, done, total, rate)
-            self.next_draw = now + 0.25
-        elif not self.tty and (final or now >= self.next_line):
+        elif final or now >= self.next_line:
             log.info("progress %s", self.line(snap, done, total, rate))
             self.next_line = now + self.interval
 
@@ -121,6 +133,9 @@ class Metrics:
         self.next_write = 0.0
         self.rate = Rate()
 
+    def due(self, now: float) -> bool:
+        return now >= self.next_write
+
     def update(self, snap: Snapshot, now: float | None = None, final: bool = False) -> None:
         now = time.monotonic() if now is None else now
         rate = self.rate.add(now, sum(snap.done.values()))
@@ -153,7 +168,7 @@ class Metrics:
             "rank_busy_fraction",
             "gauge",
             "Fraction of the run each worker rank spent computing.",
-            [(f'{{rank="{rank}"}}', busy) for rank, busy in sorted(snap.busy.items())],
+            [(f'{{rank="{rank}"}}', busy) for rank, busy in sorted(snap.busy().items())],
         )
         metric(
             "chunks_stolen_total",
@@ -191,6 +206,10 @@ class Monitor:
     def __init__(self, progress: Progress | None = None, metrics: Metrics | None = None) -> None:
         self.progress = progress
         self.metrics = metrics
+
+    def due(self, now: float) -> bool:
+        """Whether an update now would show or write anything: the snapshot is built only then."""
+        return any(sink is not None and sink.due(now) for sink in (self.progress, self.metrics))
 
     def update(self, snap: Snapshot, final: bool = False) -> None:
         now = time.monotonic()

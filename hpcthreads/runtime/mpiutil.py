@@ -134,3 +134,28 @@ def launcher_rank() -> int:
         if value is not None and value.isdigit():
             return int(value)
     return 0
+
+
+class MPITransport:
+    """Pickled point-to-point messages on a communicator, tagged by kind; receiving never blocks."""
+
+    def __init__(self, comm: Any) -> None:
+        from mpi4py import MPI
+
+        self.comm = comm
+        self._status = MPI.Status()
+        self._any_source, self._any_tag = MPI.ANY_SOURCE, MPI.ANY_TAG
+
+    def send(self, message: Any, dest: int) -> None:
+        from hpcthreads.runtime.protocol import tag_of
+
+        self.comm.send(message, dest=dest, tag=tag_of(message))
+
+    def receive(self, source: int | None = None, tag: int | None = None) -> tuple[Any, int]:
+        """(message, source), or (None, -1) when nothing is waiting."""
+        status = self._status
+        source = self._any_source if source is None else source
+        if not self.comm.Iprobe(source=source, tag=self._any_tag if tag is None else tag, status=status):
+            return None, -1
+        sender = status.Get_source()
+        return self.comm.recv(source=sender, tag=status.Get_tag()), sender

@@ -1,18 +1,23 @@
-"""Messages between the coordinator (rank 0) and the workers; no MPI calls here.
+"""Messages between coordinators and workers; no MPI calls here.
 
-Every message is a small dataclass sent with its own tag, so a receiver can
-probe for the tags it handles. The coordinator's side lives in
-coordinator.py and the worker's in worker.py; they mirror each other:
+Every message is a small dataclass sent with its own tag. A run is a tree:
+rank 0 at the root, workers at the leaves and, on large runs,
+sub-coordinators in between (one per node by default, see topology.py). Each
+rank talks only to its parent and its children; the parent's side lives in
+coordinator.py (and subcoordinator.py, which is both), the child's in
+worker.py. They mirror each other:
 
-    worker                      coordinator
-    Hello            ->         (registers the worker)
-                     <-         Task (up to WINDOW in flight)
+    child                       parent
+    Hello            ->         (registers the child and what is behind it)
+                     <-         Task (up to WINDOW in flight; to a group, its share)
     Result / Failure ->         (merges, writes, sends the next Task)
-                     <-         Steal (when another worker is idle)
-    GiveBack         ->         (re-queues the returned range)
+    Batch            ->         (a group's results since its last batch, merged)
+                     <-         Steal (when another child is idle)
+    GiveBack         ->         (re-queues the returned range; count 0: nothing to give)
     Heartbeat        ->         (while a long chunk runs)
+    JobFailed / Lost ->         (a group gave a job up / cannot go on)
                      <-         Stop
-    Final            ->         (per-rank accounting)
+    Final            ->         (per-rank accounting, for a group with its ranks' and chunks')
 """
 
 from __future__ import annotations
@@ -21,16 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpcthreads.workloads.base import ChunkOutput
-
-TAG_HELLO = 11
-TAG_TASK = 12
-TAG_RESULT = 13
-TAG_FAILURE = 14
-TAG_STEAL = 15
-TAG_GIVEBACK = 16
-TAG_HEARTBEAT = 17
-TAG_STOP = 18
-TAG_FINAL = 19
 
 
 @dataclass
@@ -41,6 +36,10 @@ class Hello:
     device: str
     is_gpu: bool
     pid: int = 0
+    # For a sub-coordinator: the workers behind it, how many have a GPU, and every rank's Hello fields
+    capacity: int = 1
+    gpus: int = 0
+    ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,12 +63,55 @@ class Result:
 
 
 @dataclass
+class Part:
+    """Finished ranges of one job, merged: what a group reports, and what a ledger line holds."""
+
+    job: int
+    spans: list[tuple[int, int]]
+    summary: Any
+    extra: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    # Chunk outputs whose per-item arrays rank 0 still has to write (gather mode)
+    outputs: list[ChunkOutput] = field(default_factory=list)
+    started: float = 0.0
+    ended: float = 0.0
+
+
+@dataclass
+class Batch:
+    """A group's progress since its last batch.
+
+    `credits` are (chunk id, items) of the parent's chunks: items done, or
+    dropped with a failed job. `speeds` is the group's throughput per job.
+    """
+
+    rank: int
+    credits: list[tuple[int, int]]
+    parts: list[Part]
+    speeds: dict[int, float] = field(default_factory=dict)
+    busy: float = 0.0
+    failures: int = 0
+
+
+@dataclass
 class Failure:
     chunk: int
     rank: int
     host: str
     error: str
     traceback: str
+
+
+@dataclass
+class JobFailed:
+    job: int
+    message: str
+
+
+@dataclass
+class Lost:
+    """A sub-coordinator cannot go on (a silent worker, a worker that never started)."""
+
+    reason: str
 
 
 @dataclass
@@ -98,3 +140,15 @@ class Stop:
 class Final:
     rank: int
     stats: dict[str, Any] = field(default_factory=dict)
+    # A sub-coordinator's ranks (rank -> stats) and their chunk records
+    ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
+    chunks: list[Any] = field(default_factory=list)
+
+
+MESSAGES = (Hello, Task, Result, Failure, Steal, GiveBack, Heartbeat, Stop, Final, Batch, JobFailed, Lost)
+TAGS: dict[type, int] = {kind: 11 + i for i, kind in enumerate(MESSAGES)}
+TAG_HELLO = TAGS[Hello]
+
+
+def tag_of(message: Any) -> int:
+    return TAGS[type(message)]

@@ -4,10 +4,16 @@ The coordinator feeds this module events (a worker joined, a chunk finished,
 a chunk was given back or failed) and asks it what to send where. Every
 decision depends only on those events, so the policy is unit-tested without
 MPI and the results never depend on it (chunk results merge exactly).
+
+No operation costs more than O(log N) in the number of workers N: victims
+are kept in a heap keyed by their remaining work (stale entries are skipped
+when they surface), the thief of every pending steal in a map, and the items
+still to hand out in running totals.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,11 +27,46 @@ MIN_STEAL_SECONDS = 0.05
 WINDOW = 2
 # Weight of the newest measurement in a worker's speed estimate
 SPEED_WEIGHT = 0.5
+# A group's share of a job (a Task to a sub-coordinator) is about this much of the group's work
+GROUP_TARGET_SECONDS = 2.0
+# Messages per second a coordinator is planned to handle: at about 50 us each, a quarter of a core
+MESSAGE_BUDGET = 5000.0
+# Heartbeats per second a coordinator is planned to receive, and the shortest interval
+HEARTBEAT_BUDGET = 1000.0
+HEARTBEAT_SECONDS = 1.0
+# A sub-coordinator reports its results at least this often
+BATCH_SECONDS = 0.25
+
+
+def target_seconds(children: int, groups: bool) -> float:
+    """Seconds of work per chunk for a coordinator of `children` (sub-coordinators when `groups`).
+
+    Each chunk costs its coordinator about two messages (task and result), so
+    the chunk time grows with the number of children once they would send
+    more than MESSAGE_BUDGET messages per second.
+    """
+    base = GROUP_TARGET_SECONDS if groups else TARGET_SECONDS
+    return max(base, 2.0 * children / MESSAGE_BUDGET)
+
+
+def heartbeat_seconds(siblings: int, timeout: float) -> float:
+    """How often a rank with `siblings` (its parent's children) says it is alive while it computes."""
+    return min(max(HEARTBEAT_SECONDS, siblings / HEARTBEAT_BUDGET), timeout / 4)
+
+
+def batch_seconds(siblings: int) -> float:
+    """How often a sub-coordinator with `siblings` reports its results to its parent."""
+    return max(BATCH_SECONDS, siblings / MESSAGE_BUDGET)
 
 
 @dataclass
 class Chunk:
-    """A contiguous range of one job's items, sent to one worker."""
+    """A range of one job's items, sent to one worker (or a group's share, to its sub-coordinator).
+
+    `count` is what is still outstanding: a group reports its share done in
+    parts, and given-back parts are taken off. `parent` is the id of the
+    chunk of the level above that this range belongs to (sub-coordinators).
+    """
 
     id: int
     job: int
@@ -35,6 +76,7 @@ class Chunk:
     attempts: int = 0
     sent_at: float = 0.0
     stolen: bool = False
+    parent: int = 0
 
     @property
     def end(self) -> int:
@@ -43,7 +85,7 @@ class Chunk:
 
 @dataclass
 class JobQueue:
-    """What remains to hand out of one job."""
+    """What remains to hand out of one job: fresh items from `cursor`, and returned ranges."""
 
     index: int
     name: str
@@ -56,31 +98,54 @@ class JobQueue:
     returned: deque[Chunk] = field(default_factory=deque)
     done: int = 0
     failed: str | None = None
+    # Running total of the counts in `returned`
+    returned_items: int = 0
 
     @property
     def unassigned(self) -> int:
-        return 0 if self.failed else self.size - self.cursor + sum(c.count for c in self.returned)
+        return 0 if self.failed else self.size - self.cursor + self.returned_items
 
     @property
     def finished(self) -> bool:
         return self.failed is not None or self.done >= self.size
 
+    def put_back(self, chunk: Chunk, front: bool = True) -> None:
+        """Queue a range to hand out again (a retry, a stolen part, a resumed gap, a granted share)."""
+        if front:
+            self.returned.appendleft(chunk)
+        else:
+            self.returned.append(chunk)
+        self.returned_items += chunk.count
 
-@dataclass
+    def drop(self) -> list[Chunk]:
+        """Take every returned range out (a failed job)."""
+        dropped = list(self.returned)
+        self.returned.clear()
+        self.returned_items = 0
+        return dropped
+
+
+@dataclass(eq=False)
 class WorkerState:
+    """The coordinator's view of one worker, or of one group behind a sub-coordinator."""
+
     rank: int
     is_gpu: bool = False
     in_flight: dict[int, Chunk] = field(default_factory=dict)
     speed: dict[int, float] = field(default_factory=dict)
     steal_pending: bool = False
+    # Answered a steal with nothing: no victim again until its next event
+    refused: bool = False
     thief: int = -1
     busy: float = 0.0
     items: int = 0
     chunks: int = 0
     stolen_from: int = 0
     stolen_by: int = 0
+    # Workers behind this rank (1 for a worker; a group's size for a sub-coordinator)
+    capacity: int = 1
 
-    def remaining_seconds(self, now: float) -> float:
+    def remaining_seconds(self, now: float = 0.0) -> float:
         """Estimated work left in flight on this worker."""
         total = 0.0
         for chunk in self.in_flight.values():
@@ -89,27 +154,102 @@ class WorkerState:
         return total
 
 
+class VictimHeap:
+    """Workers by remaining work, most first (lowest rank on ties), with O(log N) updates.
+
+    Every change pushes a new entry and makes the worker's older ones stale;
+    stale entries are dropped when they reach the top, and the heap is
+    rebuilt when they outnumber the live ones.
+    """
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, int]] = []
+        self.version: dict[int, int] = {}
+        self.live: dict[int, float] = {}
+
+    def update(self, worker: WorkerState) -> None:
+        version = self.version.get(worker.rank, 0) + 1
+        self.version[worker.rank] = version
+        if worker.in_flight and not worker.steal_pending and not worker.refused:
+            key = -worker.remaining_seconds()
+            self.live[worker.rank] = key
+            heapq.heappush(self.heap, (key, worker.rank, version))
+        else:
+            self.live.pop(worker.rank, None)
+        if len(self.heap) > 2 * len(self.live) + 64:
+            self.heap = [(key, rank, self.version[rank]) for rank, key in self.live.items()]
+            heapq.heapify(self.heap)
+
+    def _valid(self, entry: tuple[float, int, int]) -> bool:
+        return self.version.get(entry[1]) == entry[2] and entry[1] in self.live
+
+    def best(self, exclude: int) -> int | None:
+        """The rank with the most remaining work, other than `exclude`."""
+        heap = self.heap
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        if not heap:
+            return None
+        if heap[0][1] != exclude:
+            return heap[0][1]
+        top = heapq.heappop(heap)
+        while heap and not self._valid(heap[0]):
+            heapq.heappop(heap)
+        found = heap[0][1] if heap else None
+        heapq.heappush(heap, top)
+        return found
+
+
 class Scheduler:
     """Hands out chunks by priority and speed; decides whom to steal from."""
 
-    def __init__(self, jobs: list[JobQueue], workers: list[WorkerState], target: float = TARGET_SECONDS):
+    def __init__(
+        self,
+        jobs: list[JobQueue],
+        workers: list[WorkerState],
+        target: float = TARGET_SECONDS,
+    ):
         self.jobs = jobs
         self.workers = {w.rank: w for w in workers}
         self.target = target
+        # Tail chunks and steals scale with the target, so a long target never ends in tiny chunks
+        self.min_seconds = MIN_STEAL_SECONDS * target / TARGET_SECONDS
         self._next_id = 0
-        self.any_gpu = any(w.is_gpu for w in workers)
+        self._any_gpu = any(w.is_gpu for w in workers)
+        self._orders: tuple[list[JobQueue], list[JobQueue]] = self._job_orders()
+        self.victims = VictimHeap()
+        # Thief rank -> victim rank, for every steal asked and not yet answered
+        self.stealing: dict[int, int] = {}
+        self.in_flight = 0
+        self.stolen = 0
 
     # Choosing what to send
 
-    def order_for(self, worker: WorkerState) -> list[JobQueue]:
-        """Jobs in the order this worker should take them."""
+    @property
+    def any_gpu(self) -> bool:
+        return self._any_gpu
+
+    @any_gpu.setter
+    def any_gpu(self, value: bool) -> None:
+        self._any_gpu = value
+        self._orders = self._job_orders()
+
+    def _job_orders(self) -> tuple[list[JobQueue], list[JobQueue]]:
+        """(order for GPU workers, order for CPU workers)."""
         by_priority = sorted(self.jobs, key=lambda j: (PRIORITIES.index(j.priority), j.index))
-        if not self.any_gpu:
-            return by_priority
+        if not self._any_gpu:
+            return by_priority, by_priority
         preferred = [j for j in by_priority if j.gpu_preferred]
         others = [j for j in by_priority if not j.gpu_preferred]
         # GPU workers take GPU work first; CPU workers take it only when nothing else is left
-        return preferred + others if worker.is_gpu else others + preferred
+        return preferred + others, others + preferred
+
+    def order_for(self, worker: WorkerState) -> list[JobQueue]:
+        """Jobs in the order this worker should take them."""
+        return self._orders[0] if worker.is_gpu else self._orders[1]
+
+    def has_work(self) -> bool:
+        return any(job.unassigned for job in self.jobs)
 
     def next_chunk(self, worker: WorkerState, now: float = 0.0) -> Chunk | None:
         """The next chunk for `worker`, or None when no job has unassigned items."""
@@ -120,129 +260,192 @@ class Scheduler:
             if chunk is not None:
                 chunk.rank, chunk.sent_at = worker.rank, now
                 worker.in_flight[chunk.id] = chunk
+                self.in_flight += 1
+                self._changed(worker)
                 return chunk
         return None
 
     def _take(self, job: JobQueue, worker: WorkerState) -> Chunk | None:
         if job.returned:
-            # Retried and stolen chunks avoid the rank they came from when another rank exists
-            for i, chunk in enumerate(job.returned):
-                if chunk.rank != worker.rank or len(self.workers) == 1:
-                    size = self.chunk_size(job, worker)
-                    if chunk.count > size and not chunk.stolen:
-                        # A large returned range (a resumed gap) is cut like fresh work
-                        rest = Chunk(
-                            0,
-                            chunk.job,
-                            chunk.offset + size,
-                            chunk.count - size,
-                            chunk.rank,
-                            chunk.attempts,
-                            stolen=chunk.stolen,
-                        )
-                        job.returned[i] = rest
-                        chunk = Chunk(
-                            0, chunk.job, chunk.offset, size, chunk.rank, chunk.attempts, stolen=chunk.stolen
-                        )
-                    else:
-                        del job.returned[i]
-                    chunk.id = self._new_id()
-                    worker.stolen_by += chunk.stolen
-                    return chunk
-            return None
+            return self._take_returned(job, worker)
         count = min(self.chunk_size(job, worker), job.size - job.cursor)
         chunk = Chunk(self._new_id(), job.index, job.cursor, count)
         job.cursor += count
         return chunk
 
+    def _take_returned(self, job: JobQueue, worker: WorkerState) -> Chunk | None:
+        # Retried and stolen chunks avoid the rank they came from when another rank exists
+        for i, chunk in enumerate(job.returned):
+            if chunk.rank == worker.rank and len(self.workers) > 1:
+                continue
+            size = self.chunk_size(job, worker)
+            if chunk.count > size and not chunk.stolen:
+                # A large returned range (a resumed gap, a granted share) is cut like fresh work
+                job.returned[i] = Chunk(
+                    0, chunk.job, chunk.offset + size, chunk.count - size, chunk.rank, chunk.attempts,
+                    parent=chunk.parent,
+                )  # fmt: skip
+                chunk = Chunk(
+                    0, chunk.job, chunk.offset, size, chunk.rank, chunk.attempts, parent=chunk.parent
+                )
+            else:
+                del job.returned[i]
+            job.returned_items -= chunk.count
+            chunk.id = self._new_id()
+            worker.stolen_by += chunk.stolen
+            return chunk
+        return None
+
     def chunk_size(self, job: JobQueue, worker: WorkerState) -> int:
         """Items for about `target` seconds on this worker, smaller at the tail.
 
         Near the end a chunk is at most a share of what is left, so that all
-        workers finish together, but never less than MIN_STEAL_SECONDS of work.
+        workers finish together, but never less than `min_seconds` of work
+        (MIN_STEAL_SECONDS at the default target).
+        A group's chunk (its sub-coordinator's share) is sized the same way
+        from the group's speed; before it is measured, one batch per worker.
         """
         speed = worker.speed.get(job.index)
-        size = job.batch_size if speed is None else int(speed * self.target)
-        share = math.ceil(job.unassigned / (2 * max(1, len(self.workers))))
-        floor = 1 if speed is None else int(speed * MIN_STEAL_SECONDS)
-        return max(1, min(size, job.max_chunk, max(share, floor)))
+        size = job.batch_size * worker.capacity if speed is None else int(speed * self.target)
+        share = math.ceil(job.unassigned * worker.capacity / (2 * max(1, self.capacity)))
+        floor = 1 if speed is None else int(speed * self.min_seconds)
+        return max(1, min(size, job.max_chunk * worker.capacity, max(share, floor)))
+
+    @property
+    def capacity(self) -> int:
+        """Workers behind every rank this scheduler feeds."""
+        return sum(w.capacity for w in self.workers.values())
 
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
 
+    def _changed(self, worker: WorkerState) -> None:
+        self.victims.update(worker)
+
     # Events
 
     def finished(self, worker: WorkerState, chunk_id: int, count: int, seconds: float) -> Chunk:
-        """A worker reports `count` items of a chunk done in `seconds` of compute."""
+        """A worker reports its chunk done: `count` items in `seconds` of compute."""
         chunk = worker.in_flight.pop(chunk_id)
-        job = self.jobs[chunk.job]
-        job.done += count
-        worker.items += count
+        self.in_flight -= 1
+        self._account(worker, chunk, count)
         worker.chunks += 1
         worker.busy += seconds
         if seconds > 0 and count > 0:
             measured = count / seconds
             old = worker.speed.get(chunk.job)
             worker.speed[chunk.job] = measured if old is None else old + SPEED_WEIGHT * (measured - old)
+        worker.refused = False
+        self._changed(worker)
         return chunk
+
+    def credit(self, worker: WorkerState, chunk_id: int, count: int) -> Chunk | None:
+        """A group reports `count` more items of its chunk done; the chunk ends when none is left."""
+        chunk = worker.in_flight.get(chunk_id)
+        if chunk is None:
+            return None  # a chunk of a failed job, already dropped
+        chunk.count -= count
+        self._account(worker, chunk, count)
+        if chunk.count <= 0:
+            del worker.in_flight[chunk_id]
+            self.in_flight -= 1
+            worker.chunks += 1
+        worker.refused = False
+        self._changed(worker)
+        return chunk
+
+    def _account(self, worker: WorkerState, chunk: Chunk, count: int) -> None:
+        self.jobs[chunk.job].done += count
+        worker.items += count
+
+    def set_speed(self, worker: WorkerState, job: int, speed: float) -> None:
+        """A group's measured throughput for `job` (items per second of wall time)."""
+        if speed > 0 and worker.speed.get(job) != speed:
+            worker.speed[job] = speed
+            self._changed(worker)
 
     def failed(self, worker: WorkerState, chunk_id: int, message: str) -> bool:
         """A chunk raised; True when it is queued again, False when its job fails."""
         chunk = worker.in_flight.pop(chunk_id)
+        self.in_flight -= 1
+        self._changed(worker)
         job = self.jobs[chunk.job]
         if chunk.attempts >= 1:
-            job.failed = message
-            job.returned.clear()
+            self.fail_job(chunk.job, message)
             return False
         chunk.attempts += 1
-        job.returned.appendleft(chunk)
+        job.put_back(chunk)
         return True
 
-    def given_back(self, victim: WorkerState, chunk_id: int, offset: int, count: int) -> int:
-        """The victim shortened chunk `chunk_id`, returning [offset, offset+count).
+    def fail_job(self, index: int, message: str) -> list[Chunk]:
+        """Give up a job: nothing more of it is handed out. Returns the ranges it still had queued."""
+        job = self.jobs[index]
+        if job.failed is None:
+            job.failed = message
+        return job.drop()
 
-        Returns the rank of the thief that asked for it (or -1).
-        """
-        victim.steal_pending = False
-        thief, victim.thief = victim.thief, -1
+    def given_back(
+        self, victim: WorkerState, chunk_id: int, offset: int, count: int, requeue: bool = True
+    ) -> int:
+        """The victim returned [offset, offset+count) of chunk `chunk_id` (its tail, or for a group any
+        part of it), queued again unless `requeue` is False (it goes to a parent instead).
+        Returns the rank of the thief that asked for it (or -1)."""
+        thief = self._answered(victim)
         if count <= 0:
             return thief
         chunk = victim.in_flight[chunk_id]
-        if offset == chunk.offset:
+        chunk.count -= count
+        if chunk.count <= 0:
             del victim.in_flight[chunk_id]
-        else:
-            chunk.count = offset - chunk.offset
+            self.in_flight -= 1
         victim.stolen_from += 1
-        self.jobs[chunk.job].returned.appendleft(
-            Chunk(0, chunk.job, offset, count, rank=victim.rank, stolen=True)
-        )
+        self.stolen += 1
+        if requeue:
+            returned = Chunk(0, chunk.job, offset, count, rank=victim.rank, stolen=True, parent=chunk.parent)
+            self.jobs[chunk.job].put_back(returned)
+        self._changed(victim)
         return thief
 
-    def refused(self, victim: WorkerState) -> None:
+    def refused(self, victim: WorkerState) -> int:
+        """The victim had nothing worth giving; returns the thief that asked (or -1)."""
+        thief = self._answered(victim)
+        victim.refused = True
+        self._changed(victim)
+        return thief
+
+    def _answered(self, victim: WorkerState) -> int:
         victim.steal_pending = False
-        victim.thief = -1
+        thief, victim.thief = victim.thief, -1
+        if self.stealing.get(thief) == victim.rank:
+            del self.stealing[thief]
+        return thief
 
     def steal_for(self, thief: WorkerState, now: float = 0.0) -> WorkerState | None:
         """The victim to ask for work on behalf of an idle `thief`, if any is worth it."""
-        if any(w.thief == thief.rank for w in self.workers.values()):
+        if thief.rank in self.stealing:
             return None
         victim = self.victim_for(thief, now)
         if victim is not None:
-            victim.steal_pending = True
-            victim.thief = thief.rank
+            self.reserve(victim, thief.rank)
         return victim
 
-    def victim_for(self, thief: WorkerState, now: float = 0.0) -> WorkerState | None:
-        """The worker with the most work left, if it is worth splitting."""
-        candidates = [
-            w for w in self.workers.values() if w is not thief and w.in_flight and not w.steal_pending
-        ]
-        if not candidates:
+    def reserve(self, victim: WorkerState, thief: int) -> None:
+        """Record a steal asked of `victim` for `thief` (a rank, or a coordinator's parent)."""
+        victim.steal_pending = True
+        victim.thief = thief
+        self.stealing[thief] = victim.rank
+        self._changed(victim)
+
+    def victim_for(self, thief: WorkerState | None, now: float = 0.0) -> WorkerState | None:
+        """The worker with the most work left, if it is worth splitting (None: on behalf of a parent)."""
+        rank = self.victims.best(exclude=thief.rank if thief is not None else -1)
+        if rank is None:
             return None
-        victim = max(candidates, key=lambda w: (w.remaining_seconds(now), -w.rank))
+        victim = self.workers[rank]
         # Worth it only if the victim has clearly more left than the thief
-        if victim.remaining_seconds(now) < thief.remaining_seconds(now) + MIN_STEAL_SECONDS:
+        mine = thief.remaining_seconds(now) if thief is not None else 0.0
+        if victim.remaining_seconds(now) < mine + self.min_seconds:
             return None
         return victim
 

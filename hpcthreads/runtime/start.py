@@ -17,17 +17,27 @@ from pathlib import Path
 from typing import Any
 
 from hpcthreads import __version__
+from hpcthreads.backends.simulated import SIMULATED_NOTE
 from hpcthreads.config import Job, RunConfig
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io import schema
-from hpcthreads.runtime import devices, ledger
+from hpcthreads.runtime import devices, ledger, topology
 from hpcthreads.runtime.coordinator import Coordinator, Outcome
+from hpcthreads.runtime.dispatch import WorkerLostError
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.monitor import Metrics, Monitor, Progress
-from hpcthreads.runtime.mpiutil import abort_on_exception, abort_world, init_mpi, setup_logging
+from hpcthreads.runtime.mpiutil import MPITransport, abort_on_exception, abort_world, init_mpi, setup_logging
 from hpcthreads.runtime.planning import Plan, make_plan
+from hpcthreads.runtime.scheduling import (
+    GROUP_TARGET_SECONDS,
+    TARGET_SECONDS,
+    batch_seconds,
+    heartbeat_seconds,
+    target_seconds,
+)
+from hpcthreads.runtime.subcoordinator import SubCoordinator
 from hpcthreads.runtime.worker import ChunkRunner, Worker, hello_for
-from hpcthreads.workloads import make_workload, plain_merger
+from hpcthreads.workloads import make_workload
 
 log = logging.getLogger("hpcthreads")
 
@@ -62,6 +72,7 @@ def run(config: RunConfig) -> RunResult:
     # The device is chosen before MPI and CUDA start, from launcher variables where they exist
     policy = devices.parse_policy(config.device)
     early = devices.plan(policy, os.environ, devices.count_physical())
+    levels = topology.parse_groups(config.groups)
     comm = init_mpi()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, config.log_level, config.log_file)
@@ -71,20 +82,81 @@ def run(config: RunConfig) -> RunResult:
     plan = _agree(comm, rank, size, config)
     if plan.complete:
         return RunResult(rank, size, message=f"{config.output} is already complete; nothing to resume")
+    nodes = node_ids(comm) if size > 1 and levels else None
+    tree = topology.build(size, topology.resolve(levels, size, nodes), nodes)
     choice = devices.settle(early, policy, comm, os.environ)
+    if tree.depth > 1:
+        # Sub-coordinators take no device: a worker's place on its node counts workers only
+        role = tree.role(rank)
+        slot = tree.workers_on_node(rank, nodes).index(rank) if role == "worker" else None
+        choice = devices.for_slot(policy, slot, os.environ, f"a {role} computes nothing")
     devices.bind(choice)
     workloads = [make_workload(job) for job in config.jobs]
-    writer = _open_writer(comm, rank, plan, workloads, config, size)
-    if rank != 0:
-        backend = devices.rank_backend(config.backend, choice, log)
+    writer = _open_writer(comm, rank, plan, workloads, config, tree)
+    if rank == 0:
+        return _coordinate(comm, config, plan, workloads, writer, faults, choice, tree)
+    parent, siblings = tree.parent[rank], len(tree.children[tree.parent[rank]])
+    heartbeat = config.heartbeat_interval or heartbeat_seconds(siblings, config.heartbeat_timeout)
+    if tree.role(rank) == "worker":
+        backend = devices.rank_backend(config.backend, choice, log, _simulation(config, rank))
         runner = ChunkRunner(workloads, backend, rank, faults)
         faults.before_hello(rank)
-        Worker(comm, runner, hello_for(rank, backend), writer).serve()
-        if writer is not None:
-            writer.finish(comm.bcast(None, root=0))
-            writer.close()
-        return RunResult(rank, size)
-    return _coordinate(comm, size, config, plan, workloads, writer, faults, choice)
+        Worker(comm, runner, hello_for(rank, backend), writer, parent, heartbeat).serve()
+    else:
+        _sub_coordinate(comm, config, workloads, tree, rank, heartbeat, batch_seconds(siblings))
+    if writer is not None:
+        writer.finish(comm.bcast(None, root=0))
+        writer.close()
+    return RunResult(rank, size)
+
+
+def node_ids(comm: Any) -> list[int]:
+    """For every rank, the lowest rank of its node (a shared-memory split; collective)."""
+    from mpi4py import MPI
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED, key=comm.Get_rank())
+    try:
+        lowest = node.bcast(comm.Get_rank(), root=0)
+    finally:
+        node.Free()
+    return comm.allgather(lowest)
+
+
+def _target(config: RunConfig, tree: topology.Topology, rank: int) -> float:
+    """Seconds of work per chunk this coordinator hands out: to groups, a share of theirs."""
+    children = tree.children.get(rank, [])
+    groups = any(tree.role(child) == "sub-coordinator" for child in children)
+    if config.chunk_seconds is not None:
+        return config.chunk_seconds * (GROUP_TARGET_SECONDS / TARGET_SECONDS if groups else 1.0)
+    return target_seconds(len(children), groups)
+
+
+def _sub_coordinate(
+    comm: Any, config: RunConfig, workloads: list, tree: topology.Topology, rank: int, heartbeat: float,
+    batch: float,
+) -> None:  # fmt: skip
+    sub = SubCoordinator(
+        MPITransport(comm),
+        workloads,
+        rank,
+        tree.parent[rank],
+        tree.children[rank],
+        _target(config, tree, rank),
+        heartbeat,
+        batch,
+        [chunk_limit(w.job) for w in workloads],
+        config.heartbeat_timeout,
+        config.startup_timeout,
+    )
+    try:
+        sub.serve()
+    except WorkerLostError as exc:
+        log.error("%s; aborting all ranks", exc)
+        abort_world(comm, 1)
+
+
+def _simulation(config: RunConfig, rank: int) -> dict[str, Any]:
+    return {"rate": config.simulated_rate, "slow": config.simulated_slow, "rank": rank}
 
 
 def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> Plan:
@@ -104,7 +176,9 @@ def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> Plan:
     return plan
 
 
-def _open_writer(comm: Any, rank: int, plan: Plan, workloads: list, config: RunConfig, size: int) -> Any:
+def _open_writer(
+    comm: Any, rank: int, plan: Plan, workloads: list, config: RunConfig, tree: topology.Topology
+) -> Any:
     from hpcthreads.io.writer import MPIOWriter, SerialWriter, layout_attrs
 
     if plan.io == "mpio":
@@ -114,7 +188,7 @@ def _open_writer(comm: Any, rank: int, plan: Plan, workloads: list, config: RunC
     else:
         return None
     if plan.fresh:
-        attrs = layout_attrs(_run_attrs(config, size, plan.io)) if rank == 0 else None
+        attrs = layout_attrs(_run_attrs(config, tree, plan.io)) if rank == 0 else None
         try:
             writer.create_layout(comm.bcast(attrs, root=0) if plan.io == "mpio" else attrs)
         except (OSError, RuntimeError) as exc:
@@ -129,8 +203,9 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else ""
 
 
-def _run_attrs(config: RunConfig, size: int, io: str) -> dict[str, Any]:
-    return {
+def _run_attrs(config: RunConfig, tree: topology.Topology, io: str) -> dict[str, Any]:
+    size = len(tree.parent)
+    attrs = {
         "job_file": config.source,
         "config": config.jobs_json(),
         "ranks": size,
@@ -138,42 +213,48 @@ def _run_attrs(config: RunConfig, size: int, io: str) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "hpcthreads_version": __version__,
     }
+    if config.backend == "simulated":
+        attrs["simulated"] = SIMULATED_NOTE
+    return attrs
 
 
 def _coordinate(
     comm: Any,
-    size: int,
     config: RunConfig,
     plan: Plan,
     workloads: list,
     writer: Any,
     faults: Faults,
     choice: devices.DeviceChoice,
+    tree: topology.Topology,
 ) -> RunResult:
-    backend = devices.rank_backend(config.backend, choice, log) if size == 1 else None
-    local = ChunkRunner(workloads, backend, 0, faults) if backend is not None else None
-    merge = plain_merger(workloads)
+    size = len(tree.parent)
+    local = None
+    if size == 1:
+        backend = devices.rank_backend(config.backend, choice, log, _simulation(config, 0))
+        local = ChunkRunner(workloads, backend, 0, faults)
     state = plan.state or ledger.LedgerState(config.jobs_json())
-    journal = ledger.LedgerWriter(plan.output, state, merge, config.checkpoint_interval)
+    journal = ledger.LedgerWriter(plan.output, state, config.checkpoint_interval)
     t0 = time.perf_counter()
     try:
-        limits = [chunk_limit(w.job) for w in workloads]
         coordinator = Coordinator(
-            comm,
+            MPITransport(comm) if comm is not None and size > 1 else None,
             workloads,
             writer,
             local,
             config.heartbeat_timeout,
-            limits,
+            [chunk_limit(w.job) for w in workloads],
             journal,
             _monitor(config),
             startup_timeout=config.startup_timeout,
+            children=tree.children.get(0, []),
+            target=_target(config, tree, 0),
         )
         outcome = coordinator.run()
         if outcome.interrupted:
             journal.state.stopped = f"{outcome.interrupted} received"
         journal.close()
-        finish = _finish(outcome, workloads, journal.state, size)
+        finish = _finish(outcome, workloads, journal.state, tree)
         if plan.io == "mpio":
             comm.bcast(finish, root=0)
         writer.finish(finish)
@@ -204,7 +285,7 @@ def _monitor(config: RunConfig) -> Monitor:
     return Monitor(Progress(interval=config.progress_interval, quiet=config.quiet), metrics)
 
 
-def _finish(outcome: Outcome, workloads: list, state: ledger.LedgerState, size: int) -> Any:
+def _finish(outcome: Outcome, workloads: list, state: ledger.LedgerState, tree: topology.Topology) -> Any:
     from hpcthreads.io.writer import Finish, JobEnd
 
     jobs = {}
@@ -222,7 +303,15 @@ def _finish(outcome: Outcome, workloads: list, state: ledger.LedgerState, size: 
     else:
         run_state = schema.STATE_FAILED if outcome.failed else schema.STATE_COMPLETE
     backends = sorted({r["backend"] for r in outcome.ranks.values() if r.get("backend")})
-    run_attrs = {"backend": ",".join(backends), "ranks": size, "wall_seconds": outcome.wall}
+    size = len(tree.parent)
+    run_attrs = {
+        "backend": ",".join(backends),
+        "ranks": size,
+        "wall_seconds": outcome.wall,
+        "makespan_seconds": outcome.makespan,
+        "coordination_levels": tree.depth,
+        "sub_coordinators": sum(tree.role(r) == "sub-coordinator" for r in range(size)),
+    }
     done = {name: ranges.spans for name, ranges in state.done.items()}
     return Finish(run_state, jobs, run_attrs, outcome.ranks, outcome.chunks, done)
 

@@ -22,6 +22,7 @@ from hpcthreads.backends.base import BaseBackend
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.mpiutil import Poller
+from hpcthreads.runtime.scheduling import HEARTBEAT_SECONDS
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 
 log = logging.getLogger("hpcthreads")
@@ -29,7 +30,6 @@ log = logging.getLogger("hpcthreads")
 # Sub-batches last about this long: the latency of a steal or a heartbeat
 SUB_BATCH_SECONDS = 0.02
 FIRST_SUB_BATCH = 1024
-HEARTBEAT_SECONDS = 1.0
 
 
 def combine(workload: BaseWorkload, parts: list[ChunkOutput]) -> ChunkOutput:
@@ -97,13 +97,23 @@ class ChunkRunner:
 
 
 class Worker:
-    """The MPI loop of ranks 1..N-1."""
+    """The MPI loop of a computing rank: every rank but the coordinator and the sub-coordinators."""
 
-    def __init__(self, comm: Any, runner: ChunkRunner, hello: p.Hello, writer: Any = None) -> None:
+    def __init__(
+        self,
+        comm: Any,
+        runner: ChunkRunner,
+        hello: p.Hello,
+        writer: Any = None,
+        parent: int = 0,
+        heartbeat: float = HEARTBEAT_SECONDS,
+    ) -> None:
         self.comm = comm
         self.runner = runner
         self.hello = hello
         self.writer = writer
+        self.parent = parent
+        self.heartbeat = heartbeat
         self.queue: deque[p.Task] = deque()
         self.stop: p.Stop | None = None
         self.last_sent = time.monotonic()
@@ -112,8 +122,8 @@ class Worker:
         self.gave_back = 0
         self.current: p.Task | None = None
 
-    def send(self, message: Any, tag: int) -> None:
-        self.comm.send(message, dest=0, tag=tag)
+    def send(self, message: Any) -> None:
+        self.comm.send(message, dest=self.parent, tag=p.tag_of(message))
         self.last_sent = time.monotonic()
 
     def serve(self) -> None:
@@ -121,7 +131,7 @@ class Worker:
         # Signals reach every rank under a launcher; the coordinator decides what happens
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, lambda *_: None)
-        self.send(self.hello, p.TAG_HELLO)
+        self.send(self.hello)
         log.info("worker ready: %s, pid %d", self.hello.device, self.hello.pid)
         cpu_start, wall_start = time.process_time(), time.perf_counter()
         poller = Poller()
@@ -147,7 +157,7 @@ class Worker:
             "cpu": time.process_time() - cpu_start,
             "wall": time.perf_counter() - wall_start,
         }
-        self.send(p.Final(self.hello.rank, stats), p.TAG_FINAL)
+        self.send(p.Final(self.hello.rank, stats))
         log.info(
             "worker done: %d items, busy %.2f s, idle %.2f s", self.runner.items, self.runner.busy, self.idle
         )
@@ -168,9 +178,9 @@ class Worker:
                 f"{type(exc).__name__}: {exc}",
                 traceback.format_exc(),
             )
-            self.send(failure, p.TAG_FAILURE)
+            self.send(failure)
         else:
-            self.send(result, p.TAG_RESULT)
+            self.send(result)
         finally:
             self.current = None
 
@@ -180,7 +190,7 @@ class Worker:
             status = self._probe()
             if status is None:
                 break
-            message = self.comm.recv(source=0, tag=status.Get_tag())
+            message = self.comm.recv(source=self.parent, tag=status.Get_tag())
             if isinstance(message, p.Steal):
                 end = self._give_back(cursor, end)
             else:
@@ -188,8 +198,8 @@ class Worker:
         if self.stop is not None:
             # Stopping early: report what is done, the rest stays unassigned
             return cursor
-        if time.monotonic() - self.last_sent > HEARTBEAT_SECONDS:
-            self.send(p.Heartbeat(self.hello.rank), p.TAG_HEARTBEAT)
+        if time.monotonic() - self.last_sent > self.heartbeat:
+            self.send(p.Heartbeat(self.hello.rank))
         return end
 
     def _give_back(self, cursor: int, end: int) -> int:
@@ -197,13 +207,13 @@ class Worker:
         if self.queue:
             # An unstarted chunk goes back whole
             waiting = self.queue.pop()
-            self.send(p.GiveBack(waiting.chunk, waiting.offset, waiting.count), p.TAG_GIVEBACK)
+            self.send(p.GiveBack(waiting.chunk, waiting.offset, waiting.count))
         elif task is not None and end - cursor >= 2 * self.runner.sub_size(task.job):
             middle = cursor + (end - cursor) // 2
-            self.send(p.GiveBack(task.chunk, middle, end - middle), p.TAG_GIVEBACK)
+            self.send(p.GiveBack(task.chunk, middle, end - middle))
             end = middle
         else:
-            self.send(p.GiveBack(task.chunk if task else -1), p.TAG_GIVEBACK)
+            self.send(p.GiveBack(task.chunk if task else -1))
             return end
         self.gave_back += 1
         return end
@@ -212,13 +222,13 @@ class Worker:
         from mpi4py import MPI
 
         status = MPI.Status()
-        return status if self.comm.Iprobe(source=0, tag=MPI.ANY_TAG, status=status) else None
+        return status if self.comm.Iprobe(source=self.parent, tag=MPI.ANY_TAG, status=status) else None
 
     def _receive(self) -> bool:
         status = self._probe()
         if status is None:
             return False
-        message = self.comm.recv(source=0, tag=status.Get_tag())
+        message = self.comm.recv(source=self.parent, tag=status.Get_tag())
         if isinstance(message, p.Steal):
             self._give_back(0, 0)
         else:

@@ -49,6 +49,12 @@ def format_summary(results: dict[str, Any]) -> str:
         f"{run.get('ranks', '?')} rank(s), backend {run.get('backend', '?')}, "
         f"{run.get('wall_seconds', 0):.2f} s"
     ]
+    if "makespan_seconds" in run:
+        levels = run.get("coordination_levels", 1)
+        subs = f", {run.get('sub_coordinators', 0)} sub-coordinator(s)" if levels > 1 else ""
+        lines.append(f"  makespan {run['makespan_seconds']:.3f} s, {levels} level(s) of coordination{subs}")
+    if "simulated" in run:
+        lines.append(f"  NO RESULTS: {run['simulated']}")
     for name, job in results["jobs"].items():
         lines.extend(format_job(name, job))
     return "\n".join(lines)

@@ -142,3 +142,116 @@ def test_a_failed_chunk_is_retried_once_elsewhere_then_fails_the_job():
     assert (retry.job, retry.offset, retry.attempts) == (0, 0, 1)
     assert not scheduler.failed(b, retry.id, "boom again")
     assert jobs[0].failed == "boom again" and jobs[0].finished
+
+
+# The O(log N) structures against brute force, on random event sequences
+
+
+def brute_victim(scheduler, thief):
+    """The original definition: a full scan of every worker."""
+    candidates = [
+        w
+        for w in scheduler.workers.values()
+        if w is not thief and w.in_flight and not w.steal_pending and not w.refused
+    ]
+    if not candidates:
+        return None
+    victim = max(candidates, key=lambda w: (w.remaining_seconds(), -w.rank))
+    mine = thief.remaining_seconds() if thief is not None else 0.0
+    return None if victim.remaining_seconds() < mine + scheduler.min_seconds else victim
+
+
+def check_totals(scheduler, jobs):
+    workers = scheduler.workers.values()
+    assert scheduler.in_flight == sum(len(w.in_flight) for w in workers)
+    assert scheduler.stolen == sum(w.stolen_from for w in workers)
+    assert scheduler.stealing == {w.thief: w.rank for w in workers if w.steal_pending}
+    for job in jobs:
+        assert job.returned_items == sum(c.count for c in job.returned)
+        if not job.failed:
+            assert job.unassigned == job.size - job.cursor + sum(c.count for c in job.returned)
+
+
+def random_event(rng, scheduler, workers):
+    worker = rng.choice(workers)
+    flying = [(w, c) for w in workers for c in w.in_flight.values()]
+    kind = rng.choice(["send", "send", "finish", "credit", "give", "refuse", "steal", "speed", "fail"])
+    if kind == "send":
+        scheduler.next_chunk(worker)
+    elif kind == "finish" and flying:
+        w, chunk = rng.choice(flying)
+        scheduler.finished(w, chunk.id, chunk.count, rng.choice([0.0, rng.uniform(0.001, 2.0)]))
+    elif kind == "credit" and flying:
+        w, chunk = rng.choice(flying)
+        scheduler.credit(w, chunk.id, rng.randint(1, chunk.count))
+    elif kind in ("give", "refuse"):
+        pending = [w for w in workers if w.steal_pending]
+        if pending:
+            victim = rng.choice(pending)
+            chunk = next(iter(victim.in_flight.values()), None)
+            if kind == "give" and chunk is not None and chunk.count > 1:
+                half = chunk.count // 2
+                scheduler.given_back(victim, chunk.id, chunk.offset + chunk.count - half, half)
+            else:
+                scheduler.refused(victim)
+    elif kind == "steal":
+        expected = brute_victim(scheduler, worker) if worker.rank not in scheduler.stealing else None
+        assert scheduler.steal_for(worker) is expected
+    elif kind == "speed":
+        scheduler.set_speed(worker, rng.randrange(len(scheduler.jobs)), rng.choice([1.0, 1e3, 1e6, 1e9]))
+    elif kind == "fail" and flying:
+        w, chunk = rng.choice(flying)
+        if not w.steal_pending:
+            scheduler.failed(w, chunk.id, "boom")
+
+
+def test_victim_heap_and_running_totals_match_brute_force_on_random_events():
+    import random
+
+    for seed in range(60):
+        rng = random.Random(seed)
+        jobs = [
+            queue(i, size=rng.randint(1, 50_000), batch=rng.randint(1, 3000))
+            for i in range(rng.randint(1, 3))
+        ]
+        workers = [WorkerState(r, is_gpu=rng.random() < 0.3) for r in range(1, rng.randint(2, 40))]
+        scheduler = Scheduler(jobs, workers, target=rng.choice([0.5, 2.0]))
+        for _ in range(400):
+            random_event(rng, scheduler, workers)
+            check_totals(scheduler, jobs)
+            thief = rng.choice(workers + [None])
+            expected = brute_victim(scheduler, thief)
+            assert scheduler.victim_for(thief) is expected, f"seed {seed}"
+
+
+def test_a_refusing_victim_is_not_asked_again_until_its_next_event():
+    jobs = [queue(0, size=1000, batch=500)]
+    a, b, thief = WorkerState(1), WorkerState(2), WorkerState(3)
+    scheduler = Scheduler(jobs, [a, b, thief])
+    chunk_a = scheduler.next_chunk(a)
+    scheduler.next_chunk(b)
+    assert scheduler.steal_for(thief) is a
+    assert scheduler.refused(a) == thief.rank
+    assert scheduler.steal_for(thief) is b  # a said it had nothing: the next one is asked
+    scheduler.refused(b)
+    scheduler.finished(a, chunk_a.id, chunk_a.count, 0.1)
+    scheduler.next_chunk(a) if jobs[0].unassigned else None
+    assert not a.refused
+
+
+def test_a_group_chunk_ends_when_its_parts_are_credited_or_given_back():
+    jobs = [queue(0, size=10_000, batch=100)]
+    group = WorkerState(1, capacity=8)
+    other = WorkerState(2)
+    scheduler = Scheduler(jobs, [group, other])
+    chunk = scheduler.next_chunk(group)
+    assert chunk.count == 800  # one batch per worker behind the sub-coordinator
+    scheduler.credit(group, chunk.id, 300)
+    assert group.in_flight[chunk.id].count == 500 and jobs[0].done == 300
+    scheduler.steal_for(other)
+    # A group gives back any part of its chunk, not only the tail
+    scheduler.given_back(group, chunk.id, 100, 200)
+    assert group.in_flight[chunk.id].count == 300
+    scheduler.credit(group, chunk.id, 300)
+    assert chunk.id not in group.in_flight and scheduler.in_flight == 0
+    assert jobs[0].done == 600 and jobs[0].unassigned == 10_000 - 800 + 200

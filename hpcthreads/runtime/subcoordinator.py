@@ -1,0 +1,272 @@
+"""A sub-coordinator: schedules its own group of workers and trades work with its parent in large pieces.
+
+Towards its children it is a `BaseDispatcher`, like rank 0: it cuts what it
+holds into chunks sized to each worker, keeps two in flight per worker and
+steals between them. Towards its parent it looks like one big worker: it
+says hello for the whole group, receives shares of jobs (Tasks of about
+GROUP_TARGET_SECONDS of the group's work, two in flight), reports its results
+merged in one Batch every `batch_seconds` (or as soon as a share is
+finished), and answers a steal with half of what it holds, or, once it holds
+nothing unassigned, with the part a worker gives back. So rank 0 deals with
+one message per group and batch, whatever the size of the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hpcthreads.runtime import protocol as p
+from hpcthreads.runtime.dispatch import BaseDispatcher, WorkerLostError
+from hpcthreads.runtime.mpiutil import Poller
+from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState
+from hpcthreads.workloads.base import BaseWorkload
+
+log = logging.getLogger("hpcthreads")
+
+# The thief's rank when a sub-coordinator steals from its workers for its parent
+PARENT = -2
+
+
+class SubCoordinator(BaseDispatcher):
+    def __init__(
+        self,
+        transport: Any,
+        workloads: list[BaseWorkload],
+        rank: int,
+        parent: int,
+        children: list[int],
+        target: float,
+        heartbeat: float,
+        batch_seconds: float,
+        max_chunks: list[int] | None = None,
+        heartbeat_timeout: float = 120.0,
+        startup_timeout: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        limits = max_chunks or [1 << 62] * len(workloads)
+        queues = [
+            JobQueue(i, w.job.name, 0, w.job.batch_size, w.job.priority, w.job.gpu_preferred, limits[i])
+            for i, w in enumerate(workloads)
+        ]
+        super().__init__(
+            transport, workloads, children, queues, target, heartbeat_timeout, startup_timeout, clock
+        )
+        self.rank = rank
+        self.parent = parent
+        self.heartbeat = heartbeat
+        self.batch_seconds = batch_seconds
+        # Parent chunk id -> its items neither credited nor given back yet
+        self.outstanding: dict[int, int] = {}
+        self.credits: dict[int, int] = {}
+        self.parts: dict[int, p.Part] = {}
+        self.flush_now = False
+        self.next_flush = 0.0
+        self.last_sent = clock()
+        self.reported_busy = 0.0
+        self.reported_failures = 0
+        self.given_up: set[int] = set()
+        self.stop: p.Stop | None = None
+
+    def send_up(self, message: Any) -> None:
+        self.transport.send(message, self.parent)
+        self.last_sent = self.clock()
+
+    # The loop
+
+    def serve(self) -> None:
+        """Greet the group, say hello for it, then coordinate it until the parent says stop."""
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, lambda *_: None)  # rank 0 decides what a signal means
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        try:
+            self.greet()
+            for worker in self.workers.values():
+                self.top_up(worker)  # nothing to give yet: every child waits as starving
+            self.send_up(self._hello())
+            poller = Poller()
+            while self.stop is None:
+                message, source = self.transport.receive()
+                if message is None:
+                    poller.wait()
+                else:
+                    poller.reset()
+                    self.route(message, source)
+                self.sub_duties(self.clock())
+        except WorkerLostError as exc:
+            # Rank 0 records the reason and ends the run
+            self.send_up(p.Lost(str(exc)))
+            raise
+        self.stop_children(self.stop.reason, self.transport.receive)
+        self.flush()
+        stats = {
+            "host": socket.gethostname(),
+            "device": f"sub-coordinator of {len(self.workers)} ranks",
+            "backend": "",
+            "items": 0,
+            "busy": 0.0,
+            "chunks": 0,
+            "cpu": time.process_time() - cpu_start,
+            "wall": time.perf_counter() - wall_start,
+        }
+        self.send_up(p.Final(self.rank, stats, self.ranks, self.chunks))
+
+    def _hello(self) -> p.Hello:
+        workers = self.workers.values()
+        return p.Hello(
+            self.rank,
+            socket.gethostname(),
+            "",
+            f"sub-coordinator of {len(self.workers)} ranks",
+            False,
+            os.getpid(),
+            capacity=sum(w.capacity for w in workers),
+            gpus=sum(w.is_gpu for w in workers),
+            ranks=self.ranks,
+        )
+
+    def route(self, message: Any, source: int) -> None:
+        if source != self.parent:
+            self.handle(message, source)
+        elif isinstance(message, p.Task):
+            self.on_share(message)
+        elif isinstance(message, p.Steal):
+            self.on_parent_steal()
+        elif isinstance(message, p.Stop):
+            self.stop = message
+
+    def sub_duties(self, now: float) -> None:
+        self.duties(now)
+        if self.flush_now or (now >= self.next_flush and (self.credits or self.parts)):
+            self.flush()
+        if self.outstanding and now - self.last_sent > self.heartbeat:
+            self.send_up(p.Heartbeat(self.rank))
+
+    # Work from the parent
+
+    def on_share(self, task: p.Task) -> None:
+        self.outstanding[task.chunk] = task.count
+        queue = self.scheduler.jobs[task.job]
+        if queue.failed is not None:
+            self.credit_parent(task.chunk, task.count)
+            return
+        queue.put_back(Chunk(0, task.job, task.offset, task.count, parent=task.chunk), front=False)
+        self.feed_hungry()
+
+    def on_parent_steal(self) -> None:
+        """Half of the largest unassigned range goes back; else a worker's unstarted half; else nothing."""
+        found = max(
+            ((queue, chunk) for queue in self.scheduler.jobs for chunk in queue.returned),
+            key=lambda pair: pair[1].count,
+            default=None,
+        )
+        if found is not None and found[1].count >= 2:
+            queue, piece = found
+            half = piece.count // 2
+            piece.count -= half
+            queue.returned_items -= half
+            self.give_up_to_parent(piece.parent, piece.offset + piece.count, half)
+            return
+        victim = self.scheduler.victim_for(None, self.clock())
+        if victim is None or PARENT in self.scheduler.stealing:
+            self.send_up(p.GiveBack(-1))
+            return
+        self.scheduler.reserve(victim, PARENT)
+        self.transport.send(p.Steal(), victim.rank)
+
+    def on_give_back(self, worker: WorkerState, message: p.GiveBack) -> None:
+        if worker.thief != PARENT:
+            super().on_give_back(worker, message)
+            return
+        if not message.count:
+            self.scheduler.refused(worker)
+            self.send_up(p.GiveBack(-1))
+            return
+        parent = worker.in_flight[message.chunk].parent
+        self.scheduler.given_back(worker, message.chunk, message.offset, message.count, requeue=False)
+        self.give_up_to_parent(parent, message.offset, message.count)
+
+    def give_up_to_parent(self, parent: int, offset: int, count: int) -> None:
+        left = self.outstanding.get(parent, 0) - count
+        if left > 0:
+            self.outstanding[parent] = left
+        else:
+            self.outstanding.pop(parent, None)
+        self.send_up(p.GiveBack(parent, offset, count))
+
+    # Results to the parent
+
+    def chunk_done(self, chunk: Chunk, count: int) -> None:
+        self.credit_parent(chunk.parent, count)
+
+    def credit_parent(self, parent: int, count: int) -> None:
+        self.credits[parent] = self.credits.get(parent, 0) + count
+        left = self.outstanding.get(parent, 0) - count
+        if left > 0:
+            self.outstanding[parent] = left
+        else:
+            # A finished share is reported at once: the parent refills the group's window
+            self.outstanding.pop(parent, None)
+            self.flush_now = True
+
+    def accept(self, part: p.Part, rank: int) -> None:
+        held = self.parts.get(part.job)
+        if held is None:
+            self.parts[part.job] = p.Part(
+                part.job, list(part.spans), part.summary, {k: list(v) for k, v in part.extra.items()},
+                list(part.outputs), part.started, part.ended,
+            )  # fmt: skip
+            return
+        held.spans.extend(part.spans)
+        held.summary = self.workloads[part.job].merge(held.summary, part.summary)
+        for name, rows in part.extra.items():
+            held.extra.setdefault(name, []).extend(rows)
+        held.outputs.extend(part.outputs)
+        held.started, held.ended = min(held.started, part.started), max(held.ended, part.ended)
+
+    def job_given_up(self, job: int, message: str, dropped: list[Chunk]) -> None:
+        for chunk in dropped:
+            self.credit_parent(chunk.parent, chunk.count)
+        if job not in self.given_up:
+            self.given_up.add(job)
+            self.send_up(p.JobFailed(job, message))
+
+    def flush(self) -> None:
+        """Send the batch: credits, merged parts with coalesced ranges, the group's speeds."""
+        self.flush_now = False
+        self.next_flush = self.clock() + self.batch_seconds
+        if not (self.credits or self.parts):
+            return
+        workers = self.workers.values()
+        speeds = {}
+        for job in range(len(self.workloads)):
+            total = sum(w.speed.get(job, 0.0) for w in workers)
+            if total > 0:
+                speeds[job] = total
+        busy = sum(w.busy for w in workers)
+        parts = list(self.parts.values())
+        for part in parts:
+            part.spans = coalesce(part.spans)
+        batch = p.Batch(
+            self.rank, list(self.credits.items()), parts, speeds, busy - self.reported_busy,
+            self.failures - self.reported_failures,
+        )  # fmt: skip
+        self.reported_busy, self.reported_failures = busy, self.failures
+        self.credits, self.parts = {}, {}
+        self.send_up(batch)
+
+
+def coalesce(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(offset, count) ranges sorted, with adjacent ones joined."""
+    out: list[tuple[int, int]] = []
+    for offset, count in sorted(spans):
+        if out and out[-1][0] + out[-1][1] == offset:
+            out[-1] = (out[-1][0], out[-1][1] + count)
+        else:
+            out.append((offset, count))
+    return out
