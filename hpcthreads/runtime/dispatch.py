@@ -22,7 +22,7 @@ from typing import Any
 from hpcthreads.errors import HPCThreadsError
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
+from hpcthreads.runtime.scheduling import MIN_STEAL_SECONDS, WINDOW, Chunk, JobQueue, Scheduler, WorkerState
 from hpcthreads.workloads.base import BaseWorkload
 
 log = logging.getLogger("hpcthreads")
@@ -33,6 +33,10 @@ RETRY_SECONDS = 0.05
 RETRY_LIMIT = 16
 # Seconds a coordinator waits for its children's final reports
 FINAL_TIMEOUT = 30.0
+# Shares a group holds that its sub-coordinator has not yet handed out entirely: its workers' own
+# windows keep them busy while the next share comes, and whatever a group holds is out of reach of
+# the others until they steal it
+GROUP_WINDOW = 1
 
 
 class WorkerLostError(HPCThreadsError):
@@ -76,6 +80,7 @@ class BaseDispatcher:
         self.clock = clock
         self.workers = {rank: WorkerState(rank) for rank in children}
         self.scheduler = Scheduler(queues, list(self.workers.values()), target)
+        self.target = target
         self.timeout = heartbeat_timeout
         # Start-up includes compiling kernels on a cold cache: far longer than a heartbeat
         self.startup_timeout = startup_timeout
@@ -111,12 +116,21 @@ class BaseDispatcher:
                 continue
             waiting.discard(source)
             self.on_hello(message, source)
-        self.scheduler.any_gpu = any(w.is_gpu for w in self.workers.values())
+        self.workers_known()
+
+    def workers_known(self) -> None:
+        """Every child has said what it is: GPU or not, a group or a worker."""
+        self.scheduler.workers_changed()
+        if any(w.group for w in self.workers.values()):
+            # A group's share costs a few messages here whatever its size: the tail may shrink to
+            # MIN_STEAL_SECONDS of the group's work, and steals between groups pay from there on
+            self.scheduler.min_seconds = self.scheduler.steal_seconds = MIN_STEAL_SECONDS
 
     def on_hello(self, hello: p.Hello, source: int) -> None:
         worker = self.workers[source]
         worker.is_gpu = hello.is_gpu or hello.gpus > 0
         worker.capacity = hello.capacity
+        worker.group = hello.group
         self.ranks[source] = {"host": hello.host, "device": hello.device, "backend": hello.backend}
         for rank, fields in hello.ranks.items():
             self.ranks.setdefault(rank, {}).update(fields)
@@ -144,7 +158,7 @@ class BaseDispatcher:
             self.on_final(message, source)
 
     def on_result(self, worker: WorkerState, result: p.Result) -> None:
-        chunk = self.scheduler.finished(worker, result.chunk, result.count, result.seconds)
+        chunk = self.scheduler.finished(worker, result.chunk, result.count, result.seconds, self.clock())
         self.chunk_done(chunk, result.count)
         self.chunks.append(
             ChunkRecord(
@@ -168,12 +182,15 @@ class BaseDispatcher:
         self.top_up(worker)
 
     def on_batch(self, worker: WorkerState, batch: p.Batch) -> None:
+        now = self.clock()
         for chunk_id, count in batch.credits:
-            chunk = self.scheduler.credit(worker, chunk_id, count)
+            chunk = self.scheduler.credit(worker, chunk_id, count, now)
             if chunk is not None:
                 self.chunk_done(chunk, count)
+        for chunk_id in batch.taken:
+            self.scheduler.take(worker, chunk_id)
         for job, speed in batch.speeds.items():
-            self.scheduler.set_speed(worker, job, speed)
+            self.scheduler.set_speed(worker, job, speed, now)
         worker.busy += batch.busy
         self.failures += batch.failures
         for part in batch.parts:
@@ -201,7 +218,7 @@ class BaseDispatcher:
         )  # fmt: skip
         message = f"rank {failure.rank} on {failure.host}: {failure.error}"
         queued = list(self.scheduler.jobs[chunk.job].returned)
-        if self.scheduler.failed(worker, failure.chunk, message):
+        if self.scheduler.failed(worker, failure.chunk, message, self.clock()):
             log.warning("job %s: retrying the chunk on another worker", name)
             self.feed_hungry()
         else:
@@ -242,36 +259,42 @@ class BaseDispatcher:
         self.watch(worker)
         self.transport.send(p.Task(chunk.id, chunk.job, chunk.offset, chunk.count), worker.rank)
 
-    def top_up(self, worker: WorkerState) -> None:
-        """Fill the child's window; ask for stolen work before it runs dry, so that it never waits."""
+    def top_up(self, worker: WorkerState, limit: int | None = None) -> None:
+        """Fill the child's window (with at most `limit` chunks); ask for stolen work before it runs
+        dry, so that it never waits."""
         if self.stopping:
             return
         now = self.clock()
-        while len(worker.in_flight) < self.window:
+        window = GROUP_WINDOW if worker.group else self.window
+        if limit is not None:
+            window = min(window, worker.waiting() + limit)
+        while worker.waiting() < window:
             chunk = self.scheduler.next_chunk(worker, now)
             if chunk is None:
                 break
             self.send_chunk(worker, chunk)
         self.starving.pop(worker.rank, None)
         self.low.pop(worker.rank, None)
-        if len(worker.in_flight) >= self.window or worker.rank in self.scheduler.stealing:
+        if worker.waiting() >= window or worker.rank in self.scheduler.stealing:
             return
         victim = self.scheduler.steal_for(worker, now) if self.window == WINDOW else None
         if victim is not None:
             log.debug("steal from %d for %d", victim.rank, worker.rank)
-            self.transport.send(p.Steal(), victim.rank)
+            self.transport.send(p.Steal(dict(worker.speed)), victim.rank)
         elif worker.in_flight:
             self.low[worker.rank] = None
         else:
             self.starving[worker.rank] = None
 
     def feed_hungry(self) -> None:
-        """Work appeared in the queues: top up the children that are waiting for some."""
-        for hungry in (self.starving, self.low):
+        """Work appeared in the queues: the children waiting for some get a chunk each, empty-handed
+        first, then the rest of their windows; those still without work try to steal at once."""
+        for hungry, limit in ((self.starving, 1), (self.low, None)):
             for _ in range(len(hungry)):
                 if not hungry or not self.scheduler.has_work():
-                    return
-                self.top_up(self.workers[next(iter(hungry))])
+                    break
+                self.top_up(self.workers[next(iter(hungry))], limit)
+        self.retry_steals(RETRY_LIMIT)
 
     def retry_steals(self, limit: int) -> None:
         """Ask for stolen work for up to `limit` waiting children, while victims are worth it."""
@@ -284,7 +307,7 @@ class BaseDispatcher:
                 if victim is None:
                     break
                 del hungry[rank]
-                self.transport.send(p.Steal(), victim.rank)
+                self.transport.send(p.Steal(dict(worker.speed)), victim.rank)
 
     # Watching
 

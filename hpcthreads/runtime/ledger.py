@@ -41,7 +41,7 @@ log = logging.getLogger("hpcthreads")
 
 
 # A group of ledger lines is committed (written and fsync'd) after this long or this many lines
-GROUP_SECONDS = 0.02
+GROUP_SECONDS = 0.05
 GROUP_ENTRIES = 256
 
 

@@ -37,6 +37,7 @@ class Hello:
     is_gpu: bool
     pid: int = 0
     # For a sub-coordinator: the workers behind it, how many have a GPU, and every rank's Hello fields
+    group: bool = False
     capacity: int = 1
     gpus: int = 0
     ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -81,12 +82,15 @@ class Batch:
     """A group's progress since its last batch.
 
     `credits` are (chunk id, items) of the parent's chunks: items done, or
-    dropped with a failed job. `speeds` is the group's throughput per job.
+    dropped with a failed job. `taken` are the parent's chunks the group has
+    handed out entirely to its workers (the parent may send the next).
+    `speeds` is the group's throughput per job.
     """
 
     rank: int
     credits: list[tuple[int, int]]
     parts: list[Part]
+    taken: list[int] = field(default_factory=list)
     speeds: dict[int, float] = field(default_factory=dict)
     busy: float = 0.0
     failures: int = 0
@@ -116,7 +120,13 @@ class Lost:
 
 @dataclass
 class Steal:
-    """Give back the unstarted half of your work at the next sub-batch boundary."""
+    """Give back part of your unstarted work at the next sub-batch boundary.
+
+    `speeds` are the thief's items per second per job: the victim keeps a
+    part in proportion to its own speed (`scheduling.steal_share`).
+    """
+
+    speeds: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass

@@ -6,9 +6,15 @@ decision depends only on those events, so the policy is unit-tested without
 MPI and the results never depend on it (chunk results merge exactly).
 
 No operation costs more than O(log N) in the number of workers N: victims
-are kept in a heap keyed by their remaining work (stale entries are skipped
-when they surface), the thief of every pending steal in a map, and the items
-still to hand out in running totals.
+are kept in a heap keyed by the time their work in flight should end (stale
+entries are skipped when they surface), the thief of every pending steal in
+a map, and the items still to hand out in running totals.
+
+A worker's remaining work is estimated from when its current chunk started
+(the previous one's result, or the send to an idle worker) and its measured
+speed, so a worker near the end of its chunk is not taken for one that has
+just begun. All estimates shrink at the same rate as time passes, which is
+why the heap never needs updating between a worker's own events.
 """
 
 from __future__ import annotations
@@ -34,8 +40,21 @@ MESSAGE_BUDGET = 5000.0
 # Heartbeats per second a coordinator is planned to receive, and the shortest interval
 HEARTBEAT_BUDGET = 1000.0
 HEARTBEAT_SECONDS = 1.0
-# A sub-coordinator reports its results at least this often
+# A sub-coordinator reports its results at least this often, and rank 0 is planned to take this many
+# reports per second (each merges a summary and writes a ledger line: a few hundred us)
 BATCH_SECONDS = 0.25
+BATCH_BUDGET = 500.0
+
+
+def steal_share(thief_speed: float | None, victim_speed: float | None) -> float:
+    """The part of its remaining work a victim gives, so that thief and victim end together.
+
+    A slow thief gets less than half of a fast victim's work, a GPU thief of a
+    CPU victim nearly all of it; half while either speed is unknown.
+    """
+    if not thief_speed or not victim_speed:
+        return 0.5
+    return thief_speed / (thief_speed + victim_speed)
 
 
 def target_seconds(children: int, groups: bool) -> float:
@@ -56,7 +75,7 @@ def heartbeat_seconds(siblings: int, timeout: float) -> float:
 
 def batch_seconds(siblings: int) -> float:
     """How often a sub-coordinator with `siblings` reports its results to its parent."""
-    return max(BATCH_SECONDS, siblings / MESSAGE_BUDGET)
+    return max(BATCH_SECONDS, siblings / BATCH_BUDGET)
 
 
 @dataclass
@@ -77,6 +96,8 @@ class Chunk:
     sent_at: float = 0.0
     stolen: bool = False
     parent: int = 0
+    # A group's chunk whose items its sub-coordinator has all handed out to its workers
+    taken: bool = False
 
     @property
     def end(self) -> int:
@@ -144,14 +165,30 @@ class WorkerState:
     stolen_by: int = 0
     # Workers behind this rank (1 for a worker; a group's size for a sub-coordinator)
     capacity: int = 1
+    # A sub-coordinator standing for a group: its window counts chunks not yet handed out in it
+    group: bool = False
+    # When the work in flight should end (see the module's docstring)
+    finish_at: float = 0.0
 
-    def remaining_seconds(self, now: float = 0.0) -> float:
-        """Estimated work left in flight on this worker."""
+    def work_seconds(self) -> float:
+        """Seconds of the work in flight at the measured speeds (inf while a speed is unknown)."""
         total = 0.0
         for chunk in self.in_flight.values():
             speed = self.speed.get(chunk.job)
             total += chunk.count / speed if speed else math.inf
         return total
+
+    def remaining_seconds(self, now: float = 0.0) -> float:
+        """Estimated work left in flight on this worker at `now`."""
+        if not self.in_flight:
+            return 0.0
+        return max(0.0, self.finish_at - now)
+
+    def waiting(self) -> int:
+        """Chunks that count against the window: all in flight, or for a group those not yet taken."""
+        if not self.group:
+            return len(self.in_flight)
+        return sum(not chunk.taken for chunk in self.in_flight.values())
 
 
 class VictimHeap:
@@ -171,7 +208,7 @@ class VictimHeap:
         version = self.version.get(worker.rank, 0) + 1
         self.version[worker.rank] = version
         if worker.in_flight and not worker.steal_pending and not worker.refused:
-            key = -worker.remaining_seconds()
+            key = -worker.finish_at
             self.live[worker.rank] = key
             heapq.heappush(self.heap, (key, worker.rank, version))
         else:
@@ -208,15 +245,20 @@ class Scheduler:
         jobs: list[JobQueue],
         workers: list[WorkerState],
         target: float = TARGET_SECONDS,
+        steal_seconds: float | None = None,
     ):
         self.jobs = jobs
         self.workers = {w.rank: w for w in workers}
         self.target = target
-        # Tail chunks and steals scale with the target, so a long target never ends in tiny chunks
+        # Tail chunks scale with the target, so a long target never ends in tiny chunks
         self.min_seconds = MIN_STEAL_SECONDS * target / TARGET_SECONDS
+        # A steal is worth it from this much difference on (between groups: MIN_STEAL_SECONDS)
+        self.steal_seconds = self.min_seconds if steal_seconds is None else steal_seconds
         self._next_id = 0
         self._any_gpu = any(w.is_gpu for w in workers)
         self._orders: tuple[list[JobQueue], list[JobQueue]] = self._job_orders()
+        # Workers behind every rank this scheduler feeds (see `workers_changed`)
+        self.capacity = sum(w.capacity for w in workers)
         self.victims = VictimHeap()
         # Thief rank -> victim rank, for every steal asked and not yet answered
         self.stealing: dict[int, int] = {}
@@ -233,6 +275,11 @@ class Scheduler:
     def any_gpu(self, value: bool) -> None:
         self._any_gpu = value
         self._orders = self._job_orders()
+
+    def workers_changed(self) -> None:
+        """The workers said what they are (GPU or not, group sizes): recompute what depends on it."""
+        self.capacity = sum(w.capacity for w in self.workers.values())
+        self.any_gpu = any(w.is_gpu for w in self.workers.values())
 
     def _job_orders(self) -> tuple[list[JobQueue], list[JobQueue]]:
         """(order for GPU workers, order for CPU workers)."""
@@ -261,6 +308,9 @@ class Scheduler:
                 chunk.rank, chunk.sent_at = worker.rank, now
                 worker.in_flight[chunk.id] = chunk
                 self.in_flight += 1
+                speed = worker.speed.get(chunk.job)
+                added = chunk.count / speed if speed else math.inf
+                worker.finish_at = (max(worker.finish_at, now) if len(worker.in_flight) > 1 else now) + added
                 self._changed(worker)
                 return chunk
         return None
@@ -311,11 +361,6 @@ class Scheduler:
         floor = 1 if speed is None else int(speed * self.min_seconds)
         return max(1, min(size, job.max_chunk * worker.capacity, max(share, floor)))
 
-    @property
-    def capacity(self) -> int:
-        """Workers behind every rank this scheduler feeds."""
-        return sum(w.capacity for w in self.workers.values())
-
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
@@ -323,10 +368,17 @@ class Scheduler:
     def _changed(self, worker: WorkerState) -> None:
         self.victims.update(worker)
 
+    def _restart(self, worker: WorkerState, now: float) -> None:
+        """The estimate once the worker (or group) goes on from `now` with what it has in flight."""
+        worker.finish_at = now + worker.work_seconds()
+        self._changed(worker)
+
     # Events
 
-    def finished(self, worker: WorkerState, chunk_id: int, count: int, seconds: float) -> Chunk:
-        """A worker reports its chunk done: `count` items in `seconds` of compute."""
+    def finished(
+        self, worker: WorkerState, chunk_id: int, count: int, seconds: float, now: float = 0.0
+    ) -> Chunk:
+        """A worker reports its chunk done: `count` items in `seconds` of compute; its next starts now."""
         chunk = worker.in_flight.pop(chunk_id)
         self.in_flight -= 1
         self._account(worker, chunk, count)
@@ -337,10 +389,10 @@ class Scheduler:
             old = worker.speed.get(chunk.job)
             worker.speed[chunk.job] = measured if old is None else old + SPEED_WEIGHT * (measured - old)
         worker.refused = False
-        self._changed(worker)
+        self._restart(worker, now)
         return chunk
 
-    def credit(self, worker: WorkerState, chunk_id: int, count: int) -> Chunk | None:
+    def credit(self, worker: WorkerState, chunk_id: int, count: int, now: float = 0.0) -> Chunk | None:
         """A group reports `count` more items of its chunk done; the chunk ends when none is left."""
         chunk = worker.in_flight.get(chunk_id)
         if chunk is None:
@@ -352,24 +404,30 @@ class Scheduler:
             self.in_flight -= 1
             worker.chunks += 1
         worker.refused = False
-        self._changed(worker)
+        self._restart(worker, now)
         return chunk
+
+    def take(self, worker: WorkerState, chunk_id: int) -> None:
+        """A group has handed out all of its chunk `chunk_id`: a slot of its window is free."""
+        chunk = worker.in_flight.get(chunk_id)
+        if chunk is not None:
+            chunk.taken = True
 
     def _account(self, worker: WorkerState, chunk: Chunk, count: int) -> None:
         self.jobs[chunk.job].done += count
         worker.items += count
 
-    def set_speed(self, worker: WorkerState, job: int, speed: float) -> None:
+    def set_speed(self, worker: WorkerState, job: int, speed: float, now: float = 0.0) -> None:
         """A group's measured throughput for `job` (items per second of wall time)."""
         if speed > 0 and worker.speed.get(job) != speed:
             worker.speed[job] = speed
-            self._changed(worker)
+            self._restart(worker, now)
 
-    def failed(self, worker: WorkerState, chunk_id: int, message: str) -> bool:
+    def failed(self, worker: WorkerState, chunk_id: int, message: str, now: float = 0.0) -> bool:
         """A chunk raised; True when it is queued again, False when its job fails."""
         chunk = worker.in_flight.pop(chunk_id)
         self.in_flight -= 1
-        self._changed(worker)
+        self._restart(worker, now)
         job = self.jobs[chunk.job]
         if chunk.attempts >= 1:
             self.fail_job(chunk.job, message)
@@ -399,6 +457,9 @@ class Scheduler:
         if chunk.count <= 0:
             del victim.in_flight[chunk_id]
             self.in_flight -= 1
+        speed = victim.speed.get(chunk.job)
+        if speed:
+            victim.finish_at -= count / speed
         victim.stolen_from += 1
         self.stolen += 1
         if requeue:
@@ -437,15 +498,24 @@ class Scheduler:
         self.stealing[thief] = victim.rank
         self._changed(victim)
 
-    def victim_for(self, thief: WorkerState | None, now: float = 0.0) -> WorkerState | None:
-        """The worker with the most work left, if it is worth splitting (None: on behalf of a parent)."""
+    def victim_for(
+        self, thief: WorkerState | None, now: float = 0.0, speeds: dict[int, float] | None = None
+    ) -> WorkerState | None:
+        """The worker with the most work left, if splitting it is worth it.
+
+        `thief` None: on behalf of a parent, whose thief has `speeds`. Worth it
+        when the thief, having finished its own work and its share of the
+        victim's (`steal_share`), still ends clearly before the victim would.
+        """
         rank = self.victims.best(exclude=thief.rank if thief is not None else -1)
         if rank is None:
             return None
         victim = self.workers[rank]
-        # Worth it only if the victim has clearly more left than the thief
+        job = next(iter(victim.in_flight.values())).job
+        thief_speed = thief.speed.get(job) if thief is not None else (speeds or {}).get(job)
+        share = steal_share(thief_speed, victim.speed.get(job))
         mine = thief.remaining_seconds(now) if thief is not None else 0.0
-        if victim.remaining_seconds(now) < mine + self.min_seconds:
+        if victim.remaining_seconds(now) * share < mine + self.steal_seconds:
             return None
         return victim
 

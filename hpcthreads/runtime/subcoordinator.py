@@ -4,11 +4,12 @@ Towards its children it is a `BaseDispatcher`, like rank 0: it cuts what it
 holds into chunks sized to each worker, keeps two in flight per worker and
 steals between them. Towards its parent it looks like one big worker: it
 says hello for the whole group, receives shares of jobs (Tasks of about
-GROUP_TARGET_SECONDS of the group's work, two in flight), reports its results
-merged in one Batch every `batch_seconds` (or as soon as a share is
-finished), and answers a steal with half of what it holds, or, once it holds
-nothing unassigned, with the part a worker gives back. So rank 0 deals with
-one message per group and batch, whatever the size of the group.
+GROUP_TARGET_SECONDS of the group's work, two not yet handed out at any time:
+a short Batch says at once when a share has been handed out entirely),
+reports its results merged in one Batch every `batch_seconds` (at once when
+it has nothing left), and answers a steal with half of what it holds, or,
+once it holds nothing unassigned, with the part a worker gives back. So rank
+0 deals with a few messages per group and second, whatever the group's size.
 """
 
 from __future__ import annotations
@@ -24,13 +25,15 @@ from typing import Any
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.dispatch import BaseDispatcher, WorkerLostError
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState
+from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState, steal_share
 from hpcthreads.workloads.base import BaseWorkload
 
 log = logging.getLogger("hpcthreads")
 
 # The thief's rank when a sub-coordinator steals from its workers for its parent
 PARENT = -2
+# Workers asked at once to give back for the parent (the thief is a group that may be idle)
+PARENT_STEAL_FANOUT = 8
 
 
 class SubCoordinator(BaseDispatcher):
@@ -63,14 +66,22 @@ class SubCoordinator(BaseDispatcher):
         self.batch_seconds = batch_seconds
         # Parent chunk id -> its items neither credited nor given back yet
         self.outstanding: dict[int, int] = {}
+        # Parent chunks with no range left unassigned here, not yet reported as taken
+        self.taken: list[int] = []
+        self.reported_taken: set[int] = set()
         self.credits: dict[int, int] = {}
         self.parts: dict[int, p.Part] = {}
+        # A full batch now (the group ran out of work), or a short one that only says what was taken
         self.flush_now = False
+        self.taken_now = False
         self.next_flush = 0.0
         self.last_sent = clock()
         self.reported_busy = 0.0
         self.reported_failures = 0
         self.given_up: set[int] = set()
+        # Workers asked to give back for the parent, and whether the parent has had an answer
+        self.for_parent: set[int] = set()
+        self.parent_answered = True
         self.stop: p.Stop | None = None
 
     def send_up(self, message: Any) -> None:
@@ -125,6 +136,7 @@ class SubCoordinator(BaseDispatcher):
             f"sub-coordinator of {len(self.workers)} ranks",
             False,
             os.getpid(),
+            group=True,
             capacity=sum(w.capacity for w in workers),
             gpus=sum(w.is_gpu for w in workers),
             ranks=self.ranks,
@@ -136,14 +148,18 @@ class SubCoordinator(BaseDispatcher):
         elif isinstance(message, p.Task):
             self.on_share(message)
         elif isinstance(message, p.Steal):
-            self.on_parent_steal()
+            self.on_parent_steal(message.speeds)
         elif isinstance(message, p.Stop):
             self.stop = message
 
     def sub_duties(self, now: float) -> None:
         self.duties(now)
-        if self.flush_now or (now >= self.next_flush and (self.credits or self.parts)):
+        if self.flush_now or (now >= self.next_flush and (self.credits or self.parts or self.taken)):
             self.flush()
+        elif self.taken_now:
+            self.taken_now = False
+            self.send_up(p.Batch(self.rank, [], [], self.taken, self.speeds()))
+            self.taken = []
         if self.outstanding and now - self.last_sent > self.heartbeat:
             self.send_up(p.Heartbeat(self.rank))
 
@@ -158,38 +174,67 @@ class SubCoordinator(BaseDispatcher):
         queue.put_back(Chunk(0, task.job, task.offset, task.count, parent=task.chunk), front=False)
         self.feed_hungry()
 
-    def on_parent_steal(self) -> None:
-        """Half of the largest unassigned range goes back; else a worker's unstarted half; else nothing."""
+    def on_parent_steal(self, speeds: dict[int, float]) -> None:
+        """A share of the largest unassigned range goes back; else the workers with most work left are
+        asked (several at once: the thief is a whole group); else nothing.
+
+        `speeds` are the thief's: the shares follow `steal_share` as between workers.
+        """
         found = max(
             ((queue, chunk) for queue in self.scheduler.jobs for chunk in queue.returned),
             key=lambda pair: pair[1].count,
             default=None,
         )
-        if found is not None and found[1].count >= 2:
+        if found is not None:
             queue, piece = found
-            half = piece.count // 2
-            piece.count -= half
-            queue.returned_items -= half
-            self.give_up_to_parent(piece.parent, piece.offset + piece.count, half)
-            return
-        victim = self.scheduler.victim_for(None, self.clock())
-        if victim is None or PARENT in self.scheduler.stealing:
+            own = sum(w.speed.get(piece.job, 0.0) for w in self.workers.values())
+            amount = int(piece.count * steal_share(speeds.get(piece.job), own))
+            if amount >= 1:
+                piece.count -= amount
+                queue.returned_items -= amount
+                self.give_up_to_parent(piece.parent, piece.offset + piece.count, amount)
+                return
+        now = self.clock()
+        asked = 0
+        while asked < PARENT_STEAL_FANOUT:
+            victim = self.scheduler.victim_for(None, now, speeds)
+            if victim is None:
+                break
+            self.scheduler.reserve(victim, PARENT)
+            self.transport.send(p.Steal(speeds), victim.rank)
+            self.for_parent.add(victim.rank)
+            asked += 1
+        if asked:
+            self.parent_answered = False
+        else:
             self.send_up(p.GiveBack(-1))
-            return
-        self.scheduler.reserve(victim, PARENT)
-        self.transport.send(p.Steal(), victim.rank)
 
     def on_give_back(self, worker: WorkerState, message: p.GiveBack) -> None:
         if worker.thief != PARENT:
             super().on_give_back(worker, message)
             return
-        if not message.count:
+        self.for_parent.discard(worker.rank)
+        if message.count:
+            parent = worker.in_flight[message.chunk].parent
+            self.scheduler.given_back(worker, message.chunk, message.offset, message.count, requeue=False)
+            self.give_up_to_parent(parent, message.offset, message.count)
+            self.parent_answered = True
+        else:
             self.scheduler.refused(worker)
+        if not self.for_parent and not self.parent_answered:
+            self.parent_answered = True
             self.send_up(p.GiveBack(-1))
-            return
-        parent = worker.in_flight[message.chunk].parent
-        self.scheduler.given_back(worker, message.chunk, message.offset, message.count, requeue=False)
-        self.give_up_to_parent(parent, message.offset, message.count)
+
+    def send_chunk(self, worker: WorkerState, chunk: Chunk) -> None:
+        super().send_chunk(worker, chunk)
+        queue = self.scheduler.jobs[chunk.job]
+        if chunk.parent not in self.reported_taken and all(
+            piece.parent != chunk.parent for piece in queue.returned
+        ):
+            # All of the parent's chunk is handed out: report it at once, so the next share comes
+            self.reported_taken.add(chunk.parent)
+            self.taken.append(chunk.parent)
+            self.taken_now = True
 
     def give_up_to_parent(self, parent: int, offset: int, count: int) -> None:
         left = self.outstanding.get(parent, 0) - count
@@ -210,9 +255,10 @@ class SubCoordinator(BaseDispatcher):
         if left > 0:
             self.outstanding[parent] = left
         else:
-            # A finished share is reported at once: the parent refills the group's window
             self.outstanding.pop(parent, None)
-            self.flush_now = True
+            self.reported_taken.discard(parent)
+            # With nothing left the group is idle: everything is reported at once
+            self.flush_now = not self.outstanding
 
     def accept(self, part: p.Part, rank: int) -> None:
         held = self.parts.get(part.job)
@@ -236,28 +282,32 @@ class SubCoordinator(BaseDispatcher):
             self.given_up.add(job)
             self.send_up(p.JobFailed(job, message))
 
-    def flush(self) -> None:
-        """Send the batch: credits, merged parts with coalesced ranges, the group's speeds."""
-        self.flush_now = False
-        self.next_flush = self.clock() + self.batch_seconds
-        if not (self.credits or self.parts):
-            return
-        workers = self.workers.values()
+    def speeds(self) -> dict[int, float]:
+        """The group's throughput per job: the sum of its workers' measured speeds."""
         speeds = {}
         for job in range(len(self.workloads)):
-            total = sum(w.speed.get(job, 0.0) for w in workers)
+            total = sum(w.speed.get(job, 0.0) for w in self.workers.values())
             if total > 0:
                 speeds[job] = total
-        busy = sum(w.busy for w in workers)
+        return speeds
+
+    def flush(self) -> None:
+        """Send the batch: credits, merged parts with coalesced ranges, the group's speeds."""
+        self.flush_now = self.taken_now = False
+        self.next_flush = self.clock() + self.batch_seconds
+        if not (self.credits or self.parts or self.taken):
+            return
+        speeds = self.speeds()
+        busy = sum(w.busy for w in self.workers.values())
         parts = list(self.parts.values())
         for part in parts:
             part.spans = coalesce(part.spans)
         batch = p.Batch(
-            self.rank, list(self.credits.items()), parts, speeds, busy - self.reported_busy,
+            self.rank, list(self.credits.items()), parts, self.taken, speeds, busy - self.reported_busy,
             self.failures - self.reported_failures,
         )  # fmt: skip
         self.reported_busy, self.reported_failures = busy, self.failures
-        self.credits, self.parts = {}, {}
+        self.credits, self.parts, self.taken = {}, {}, []
         self.send_up(batch)
 
 

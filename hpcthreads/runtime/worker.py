@@ -22,7 +22,7 @@ from hpcthreads.backends.base import BaseBackend
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import HEARTBEAT_SECONDS
+from hpcthreads.runtime.scheduling import HEARTBEAT_SECONDS, steal_share
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 
 log = logging.getLogger("hpcthreads")
@@ -192,7 +192,7 @@ class Worker:
                 break
             message = self.comm.recv(source=self.parent, tag=status.Get_tag())
             if isinstance(message, p.Steal):
-                end = self._give_back(cursor, end)
+                end = self._give_back(cursor, end, message.speeds)
             else:
                 self._take(message)
         if self.stop is not None:
@@ -202,19 +202,30 @@ class Worker:
             self.send(p.Heartbeat(self.hello.rank))
         return end
 
-    def _give_back(self, cursor: int, end: int) -> int:
+    def _give_back(self, cursor: int, end: int, speeds: dict[int, float]) -> int:
+        """Give back the thief's share of the unstarted work: from the waiting chunk (whole if it is
+        no more than the share), else the tail of the running one; nothing if it is under a
+        sub-batch. Returns the running chunk's new end."""
         task = self.current
-        if self.queue:
-            # An unstarted chunk goes back whole
-            waiting = self.queue.pop()
-            self.send(p.GiveBack(waiting.chunk, waiting.offset, waiting.count))
-        elif task is not None and end - cursor >= 2 * self.runner.sub_size(task.job):
-            middle = cursor + (end - cursor) // 2
-            self.send(p.GiveBack(task.chunk, middle, end - middle))
-            end = middle
-        else:
+        job = self.queue[-1].job if self.queue else task.job if task is not None else None
+        unstarted = sum(t.count for t in self.queue) + (end - cursor if task is not None else 0)
+        share = steal_share(speeds.get(job), self.runner.speed.get(job)) if job is not None else 0.0
+        amount = int(unstarted * share)
+        if job is None or amount < self.runner.sub_size(job):
             self.send(p.GiveBack(task.chunk if task else -1))
             return end
+        if self.queue:
+            waiting = self.queue[-1]
+            if waiting.count <= amount:
+                self.queue.pop()
+                self.send(p.GiveBack(waiting.chunk, waiting.offset, waiting.count))
+            else:
+                waiting.count -= amount
+                self.send(p.GiveBack(waiting.chunk, waiting.offset + waiting.count, amount))
+        else:
+            amount = min(amount, end - cursor)
+            self.send(p.GiveBack(task.chunk, end - amount, amount))
+            end -= amount
         self.gave_back += 1
         return end
 
@@ -230,7 +241,7 @@ class Worker:
             return False
         message = self.comm.recv(source=self.parent, tag=status.Get_tag())
         if isinstance(message, p.Steal):
-            self._give_back(0, 0)
+            self._give_back(0, 0, message.speeds)
         else:
             self._take(message)
         return True

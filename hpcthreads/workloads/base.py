@@ -79,7 +79,7 @@ def to_plain(summary: Any) -> dict[str, Any]:
     for item in fields(summary):
         value = getattr(summary, item.name)
         if isinstance(value, np.ndarray):
-            value = [int(v) for v in value]
+            value = value.tolist()  # Python ints, exact
         elif isinstance(value, list):
             value = [list(v) if isinstance(v, tuple) else v for v in value]
         plain[item.name] = value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hpcthreads.runtime.scheduling import MIN_STEAL_SECONDS, JobQueue, Scheduler, WorkerState
+from hpcthreads.runtime.scheduling import MIN_STEAL_SECONDS, JobQueue, Scheduler, WorkerState, steal_share
 
 
 def queue(index, size=1000, batch=100, priority="normal", gpu=False, **kw):
@@ -127,7 +127,7 @@ def test_no_steal_when_it_is_not_worth_it():
     busy, idle = WorkerState(1), WorkerState(2)
     scheduler = Scheduler(jobs, [busy, idle])
     scheduler.next_chunk(busy)
-    busy.speed[0] = 1e9  # 100 items left take a tenth of a microsecond
+    scheduler.set_speed(busy, 0, 1e9)  # 100 items left take a tenth of a microsecond
     assert scheduler.steal_for(idle) is None
 
 
@@ -147,8 +147,8 @@ def test_a_failed_chunk_is_retried_once_elsewhere_then_fails_the_job():
 # The O(log N) structures against brute force, on random event sequences
 
 
-def brute_victim(scheduler, thief):
-    """The original definition: a full scan of every worker."""
+def brute_victim(scheduler, thief, now):
+    """The definition: a full scan of every worker."""
     candidates = [
         w
         for w in scheduler.workers.values()
@@ -156,9 +156,11 @@ def brute_victim(scheduler, thief):
     ]
     if not candidates:
         return None
-    victim = max(candidates, key=lambda w: (w.remaining_seconds(), -w.rank))
-    mine = thief.remaining_seconds() if thief is not None else 0.0
-    return None if victim.remaining_seconds() < mine + scheduler.min_seconds else victim
+    victim = max(candidates, key=lambda w: (w.remaining_seconds(now), -w.rank))
+    job = next(iter(victim.in_flight.values())).job
+    share = steal_share(thief.speed.get(job) if thief is not None else None, victim.speed.get(job))
+    mine = thief.remaining_seconds(now) if thief is not None else 0.0
+    return None if victim.remaining_seconds(now) * share < mine + scheduler.steal_seconds else victim
 
 
 def check_totals(scheduler, jobs):
@@ -172,18 +174,18 @@ def check_totals(scheduler, jobs):
             assert job.unassigned == job.size - job.cursor + sum(c.count for c in job.returned)
 
 
-def random_event(rng, scheduler, workers):
+def random_event(rng, scheduler, workers, now):
     worker = rng.choice(workers)
     flying = [(w, c) for w in workers for c in w.in_flight.values()]
     kind = rng.choice(["send", "send", "finish", "credit", "give", "refuse", "steal", "speed", "fail"])
     if kind == "send":
-        scheduler.next_chunk(worker)
+        scheduler.next_chunk(worker, now)
     elif kind == "finish" and flying:
         w, chunk = rng.choice(flying)
-        scheduler.finished(w, chunk.id, chunk.count, rng.choice([0.0, rng.uniform(0.001, 2.0)]))
+        scheduler.finished(w, chunk.id, chunk.count, rng.choice([0.0, rng.uniform(0.001, 2.0)]), now)
     elif kind == "credit" and flying:
         w, chunk = rng.choice(flying)
-        scheduler.credit(w, chunk.id, rng.randint(1, chunk.count))
+        scheduler.credit(w, chunk.id, rng.randint(1, chunk.count), now)
     elif kind in ("give", "refuse"):
         pending = [w for w in workers if w.steal_pending]
         if pending:
@@ -195,14 +197,15 @@ def random_event(rng, scheduler, workers):
             else:
                 scheduler.refused(victim)
     elif kind == "steal":
-        expected = brute_victim(scheduler, worker) if worker.rank not in scheduler.stealing else None
-        assert scheduler.steal_for(worker) is expected
+        expected = brute_victim(scheduler, worker, now) if worker.rank not in scheduler.stealing else None
+        assert scheduler.steal_for(worker, now) is expected
     elif kind == "speed":
-        scheduler.set_speed(worker, rng.randrange(len(scheduler.jobs)), rng.choice([1.0, 1e3, 1e6, 1e9]))
+        job = rng.randrange(len(scheduler.jobs))
+        scheduler.set_speed(worker, job, rng.choice([1.0, 1e3, 1e6, 1e9]), now)
     elif kind == "fail" and flying:
         w, chunk = rng.choice(flying)
         if not w.steal_pending:
-            scheduler.failed(w, chunk.id, "boom")
+            scheduler.failed(w, chunk.id, "boom", now)
 
 
 def test_victim_heap_and_running_totals_match_brute_force_on_random_events():
@@ -215,13 +218,16 @@ def test_victim_heap_and_running_totals_match_brute_force_on_random_events():
             for i in range(rng.randint(1, 3))
         ]
         workers = [WorkerState(r, is_gpu=rng.random() < 0.3) for r in range(1, rng.randint(2, 40))]
-        scheduler = Scheduler(jobs, workers, target=rng.choice([0.5, 2.0]))
+        scheduler = Scheduler(jobs, workers, rng.choice([0.5, 2.0]), rng.choice([None, 0.01]))
+        now = 0.0
         for _ in range(400):
-            random_event(rng, scheduler, workers)
+            # Time passes between events: estimates shrink, the heap's order must hold
+            now += rng.choice([0.0, 1e-4, 0.01, 0.3])
+            random_event(rng, scheduler, workers, now)
             check_totals(scheduler, jobs)
             thief = rng.choice(workers + [None])
-            expected = brute_victim(scheduler, thief)
-            assert scheduler.victim_for(thief) is expected, f"seed {seed}"
+            expected = brute_victim(scheduler, thief, now)
+            assert scheduler.victim_for(thief, now) is expected, f"seed {seed}"
 
 
 def test_a_refusing_victim_is_not_asked_again_until_its_next_event():
@@ -255,3 +261,18 @@ def test_a_group_chunk_ends_when_its_parts_are_credited_or_given_back():
     scheduler.credit(group, chunk.id, 300)
     assert chunk.id not in group.in_flight and scheduler.in_flight == 0
     assert jobs[0].done == 600 and jobs[0].unassigned == 10_000 - 800 + 200
+
+
+def test_a_worker_near_the_end_of_its_chunk_is_not_the_victim():
+    jobs = [queue(0, size=10**9, batch=1000)]
+    old, new, thief = WorkerState(1), WorkerState(2), WorkerState(3)
+    scheduler = Scheduler(jobs, [old, new, thief])
+    for worker in (old, new):
+        first = scheduler.next_chunk(worker, 0.0)
+        scheduler.finished(worker, first.id, first.count, 0.001, 0.0)  # 1e6 items/s
+    chunk = scheduler.next_chunk(old, 1.0)  # 0.5 s of work from t = 1
+    scheduler.next_chunk(new, 1.4)  # the same from t = 1.4
+    assert chunk.count == 500_000
+    assert abs(old.remaining_seconds(1.45) - 0.05) < 1e-9
+    assert abs(new.remaining_seconds(1.45) - 0.45) < 1e-9
+    assert scheduler.victim_for(thief, 1.45) is new
