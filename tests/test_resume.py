@@ -71,6 +71,23 @@ def test_sigkill_of_every_rank_then_resume_gives_identical_results(
     assert cli("status", str(out)).returncode == 0
 
 
+def test_sigkill_of_a_grouped_run_then_resume_with_another_grouping_is_identical(
+    job_file, uninterrupted, tmp_path
+):
+    out = tmp_path / "grouped.h5"
+    args = ["run", str(job_file), "-o", str(out), "--checkpoint-interval", "0.5"]
+    # Sub-coordinators 1 and 4 lead ranks 2-3 and 5; their batches reach the ledger in groups
+    proc = launch(6, *args, "--groups", "3", slow=3)
+    wait_for_progress(out, 0.4, proc)
+    kill_run(proc, signal.SIGKILL)
+    if out.exists():
+        pytest.skip("the run finished before it could be killed: this machine is faster than expected")
+    resumed = launch(5, *args, "--resume", "--groups", "2")
+    _, stderr = resumed.communicate(timeout=240)
+    assert resumed.returncode == 0, stderr
+    assert_same_results(uninterrupted, out)
+
+
 def test_sigterm_checkpoints_with_exit_75_then_resume_completes(job_file, uninterrupted, tmp_path):
     out = tmp_path / "stopped.h5"
     args = ["run", str(job_file), "-o", str(out)]

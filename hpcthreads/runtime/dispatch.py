@@ -218,11 +218,13 @@ class BaseDispatcher:
         )  # fmt: skip
         message = f"rank {failure.rank} on {failure.host}: {failure.error}"
         queued = list(self.scheduler.jobs[chunk.job].returned)
+        given_up = self.scheduler.jobs[chunk.job].failed is not None
         if self.scheduler.failed(worker, failure.chunk, message, self.clock()):
             log.warning("job %s: retrying the chunk on another worker", name)
             self.feed_hungry()
         else:
-            log.error("job %s failed twice; giving it up: %s", name, message)
+            if not given_up:
+                log.error("job %s failed twice; giving it up: %s", name, message)
             self.job_given_up(chunk.job, message, [chunk, *queued])
         self.top_up(worker)
 

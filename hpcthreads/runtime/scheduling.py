@@ -429,6 +429,8 @@ class Scheduler:
         self.in_flight -= 1
         self._restart(worker, now)
         job = self.jobs[chunk.job]
+        if job.failed is not None:
+            return False  # given up already: nothing of it is queued again
         if chunk.attempts >= 1:
             self.fail_job(chunk.job, message)
             return False

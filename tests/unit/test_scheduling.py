@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from hpcthreads.runtime.scheduling import MIN_STEAL_SECONDS, JobQueue, Scheduler, WorkerState, steal_share
 
 
@@ -276,3 +278,24 @@ def test_a_worker_near_the_end_of_its_chunk_is_not_the_victim():
     assert abs(old.remaining_seconds(1.45) - 0.05) < 1e-9
     assert abs(new.remaining_seconds(1.45) - 0.45) < 1e-9
     assert scheduler.victim_for(thief, 1.45) is new
+
+
+def test_a_steal_gives_each_side_work_in_proportion_to_its_speed():
+    assert steal_share(None, 5.0) == 0.5 and steal_share(3.0, 3.0) == 0.5
+    assert steal_share(30.0, 1.0) == pytest.approx(30 / 31)  # a GPU thief takes nearly all
+    assert steal_share(1.0, 3.0) == 0.25
+
+
+def test_a_slow_thief_steals_only_when_its_share_ends_sooner():
+    jobs = [queue(0, size=10**9, batch=1000)]
+    victim, slow = WorkerState(1), WorkerState(2)
+    scheduler = Scheduler(jobs, [victim, slow])
+    for worker, seconds in ((victim, 0.001), (slow, 0.1)):  # 1e6 and 1e4 items/s
+        first = scheduler.next_chunk(worker, 0.0)
+        scheduler.finished(worker, first.id, first.count, seconds, 0.0)
+    scheduler.next_chunk(victim, 0.0)  # 0.5 s left: a 1% share is 5 ms of the victim's time
+    assert scheduler.victim_for(slow, 0.0) is None
+    fast = WorkerState(3)
+    scheduler.workers[3] = fast
+    fast.speed[0] = 1e6
+    assert scheduler.victim_for(fast, 0.0) is victim
