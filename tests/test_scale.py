@@ -120,3 +120,32 @@ def test_a_bad_grouping_is_a_one_line_error(tmp_path):
     proc = cli("run", "collatz", "--count", "10", "-o", str(tmp_path / "x.h5"), "--groups", "1")
     assert proc.returncode == 2 and "--groups: '1' is not 'node' or a group size" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_simulated_file_is_never_merged_or_resumed_as_results(tmp_path):
+    out = tmp_path / "sim.h5"
+    args = ["run", "collatz", "--count", "1e6", "-o", str(out), "--backend", "simulated"]
+    cli(*args, "--simulated-rate", "1e8", check=True)
+    real = tmp_path / "real.h5"
+    cli("run", "collatz", "--start", "1000001", "--count", "10", "-o", str(real), check=True)
+    merged = cli("merge", str(tmp_path / "m.h5"), str(out), str(real))
+    assert merged.returncode == 2 and "holds no results" in merged.stderr
+    # A stopped simulated run is not finished by a computing one
+    stopped = tmp_path / "stopped.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "kill:rank=0,after=2"}
+    sleepy = ["--batch-size", "1e4", "--backend", "simulated", "--simulated-rate", "1e5"]
+    cli(*args[:4], "-o", str(stopped), *sleepy, env=faults)
+    assert (tmp_path / "stopped.h5.partial").exists()
+    resumed = cli("run", "collatz", "--count", "1e6", "-o", str(stopped), "--batch-size", "1e4", "--resume")
+    assert resumed.returncode == 2 and "simulated" in resumed.stderr, resumed.stderr
+
+
+def test_a_worker_that_never_starts_under_a_sub_coordinator_is_named_and_recorded(tmp_path):
+    out = tmp_path / "no-start.h5"
+    faults = {"HPCTHREADS_TEST_FAULTS": "startup:rank=3,seconds=100000"}
+    args = ["run", "collatz", "--count", "1e5", "-o", str(out), "--startup-timeout", "3", "--groups", "3"]
+    proc = mpirun(5, *args, env=faults, timeout=120)
+    report = f"exit {proc.returncode}\nstderr:\n{proc.stderr}"
+    assert proc.returncode != 0, report
+    assert "rank(s) [3] did not start within 3 s (--startup-timeout)" in proc.stderr, report
+    assert "rank(s) [3] did not start within 3 s" in cli("status", str(out)).stdout

@@ -43,6 +43,8 @@ class Outcome:
     interrupted: str | None = None
     ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
     chunks: list[ChunkRecord] = field(default_factory=list)
+    # Finished chunks left out of the timeline (dispatch.TIMELINE_LIMIT)
+    unrecorded: int = 0
 
 
 class Coordinator(BaseDispatcher):
@@ -145,6 +147,7 @@ class Coordinator(BaseDispatcher):
             ChunkRecord(c.job, c.offset, c.count, c.rank, c.started - self.t0, c.ended - self.t0, c.stolen)
             for c in self.chunks
         ]
+        self.outcome.unrecorded = self.unrecorded
         self.outcome.interrupted = self.interrupted
         return self.outcome
 
@@ -213,7 +216,7 @@ class Coordinator(BaseDispatcher):
             self.local_queue.append(p.Task(chunk.id, chunk.job, chunk.offset, chunk.count))
 
     def accept(self, part: p.Part, rank: int) -> None:
-        """Data first (unless a worker wrote it), then the merge, then the ledger line."""
+        """Data first (unless a worker wrote it), then the merge, then the ledger's record of it."""
         self.last_progress = self.wallclock()
         workload = self.workloads[part.job]
         for output in part.outputs:
@@ -222,15 +225,7 @@ class Coordinator(BaseDispatcher):
         for name, rows in part.extra.items():
             self.outcome.extra.setdefault(part.job, {}).setdefault(name, []).extend(rows)
         if self.ledger is not None:
-            self.ledger.append(
-                workload.job.name,
-                part.spans,
-                rank,
-                part.started,
-                part.ended,
-                to_plain(part.summary),
-                part.extra,
-            )
+            self.ledger.append(workload.job.name, part.spans, part.ended, part.extra)
 
     def job_given_up(self, job: int, message: str, dropped: list[Chunk]) -> None:
         self.outcome.failed.setdefault(job, message)

@@ -33,6 +33,8 @@ RETRY_SECONDS = 0.05
 RETRY_LIMIT = 16
 # Seconds a coordinator waits for its children's final reports
 FINAL_TIMEOUT = 30.0
+# Chunks a run records in its timeline (/run/chunks), at most: memory stays bounded on long runs
+TIMELINE_LIMIT = 500_000
 # Shares a group holds that its sub-coordinator has not yet handed out entirely: its workers' own
 # windows keep them busy while the next share comes, and whatever a group holds is out of reach of
 # the others until they steal it
@@ -93,6 +95,8 @@ class BaseDispatcher:
         # Accounting of every rank of this subtree (rank -> fields of /run/ranks), and its chunks
         self.ranks: dict[int, dict[str, Any]] = {}
         self.chunks: list[ChunkRecord] = []
+        self.timeline_limit = TIMELINE_LIMIT
+        self.unrecorded = 0
         self.failures = 0
         self.stopping = False
         self.next_duty = 0.0
@@ -105,8 +109,10 @@ class BaseDispatcher:
         waiting = set(self.workers)
         poller = Poller()
         while waiting:
-            message, source = self.transport.receive(tag=p.TAG_HELLO)
-            if message is None:
+            message, source = self.transport.receive()
+            if isinstance(message, p.Lost):
+                self.on_lost(message, source)
+            if message is None or not isinstance(message, p.Hello):
                 if self.clock() > deadline:
                     raise WorkerLostError(
                         f"rank(s) {sorted(waiting)} did not start within {self.startup_timeout:.0f} s "
@@ -122,9 +128,9 @@ class BaseDispatcher:
         """Every child has said what it is: GPU or not, a group or a worker."""
         self.scheduler.workers_changed()
         if any(w.group for w in self.workers.values()):
-            # A group's share costs a few messages here whatever its size: the tail may shrink to
-            # MIN_STEAL_SECONDS of the group's work, and steals between groups pay from there on
-            self.scheduler.min_seconds = self.scheduler.steal_seconds = MIN_STEAL_SECONDS
+            # A steal between groups costs a few messages here whatever the groups' sizes: it pays
+            # from MIN_STEAL_SECONDS on (shares still end at the target's tenth: fewer messages)
+            self.scheduler.steal_seconds = MIN_STEAL_SECONDS
 
     def on_hello(self, hello: p.Hello, source: int) -> None:
         worker = self.workers[source]
@@ -160,17 +166,11 @@ class BaseDispatcher:
     def on_result(self, worker: WorkerState, result: p.Result) -> None:
         chunk = self.scheduler.finished(worker, result.chunk, result.count, result.seconds, self.clock())
         self.chunk_done(chunk, result.count)
-        self.chunks.append(
-            ChunkRecord(
-                result.job,
-                result.offset,
-                result.count,
-                worker.rank,
-                result.started,
-                result.ended,
-                chunk.stolen,
-            )
-        )
+        if len(self.chunks) < self.timeline_limit:
+            record = (result.job, result.offset, result.count, worker.rank, result.started, result.ended)
+            self.chunks.append(ChunkRecord(*record, chunk.stolen))
+        else:
+            self.unrecorded += 1
         output = result.output
         if self.scheduler.jobs[result.job].failed is None and output is not None and result.count:
             outputs = [output] if output.arrays else []
@@ -240,7 +240,9 @@ class BaseDispatcher:
         self.ranks.setdefault(source, {}).update(final.stats)
         for rank, stats in final.ranks.items():
             self.ranks.setdefault(rank, {}).update(stats)
-        self.chunks.extend(final.chunks)
+        room = max(0, self.timeline_limit - len(self.chunks))
+        self.chunks.extend(final.chunks[:room])
+        self.unrecorded += final.unrecorded + max(0, len(final.chunks) - room)
 
     # What subclasses decide
 

@@ -1,23 +1,25 @@
-"""The checkpoint ledger: which chunks are done, with their partial results, durably.
+"""The checkpoint ledger: which chunks are done, with their results merged so far, durably.
 
 HDF5 files cannot be appended to safely while a process may be killed at any
 moment, so the ledger lives beside the results file, written by rank 0 only:
 
-- `OUT.ledger`: one JSON line per finished chunk, or per batch of chunks a
-  sub-coordinator reports at once (job, ranges, rank, times and the partial
-  summary of those ranges), written after the chunks' data. Lines are
-  committed in groups: one write and one fsync for every GROUP_SECONDS or
-  GROUP_ENTRIES lines, whichever comes first, so the fsync is off the
-  per-chunk path;
+- `OUT.ledger`: JSON lines, committed in groups: one write and one fsync for
+  every GROUP_SECONDS or GROUP_ENTRIES finished chunks (or sub-coordinator
+  batches), whichever comes first, so the fsync is off the per-chunk path.
+  A commit writes one line per job with new work: the ranges finished since
+  the previous commit (their data already written), side-table rows, and the
+  job's summary merged over everything finished so far (`total`), which is
+  the coordinator's own running merge: nothing is encoded per chunk;
 - `OUT.checkpoint`: a snapshot (the merged summaries and done ranges of all
   ledger lines up to `seq`), written to a temporary name, fsync'd and renamed
   every few seconds; the ledger is then emptied.
 
 Loading takes the snapshot and replays the ledger lines after its `seq`; a
-torn last line (a kill during the write) is ignored, so its chunk is simply
+torn last line (a kill during the write) is ignored, so its chunks are simply
 computed again. Nothing is lost and nothing is counted twice: a kill -9 of
-every rank loses at most the lines of the group not yet committed, whose
-chunks are computed again by `--resume`.
+every rank loses at most the chunks of the group not yet committed, which
+`--resume` computes again. (Ledgers written by earlier versions, one line per
+chunk with that chunk's own `summary`, are replayed by merging.)
 """
 
 from __future__ import annotations
@@ -104,6 +106,13 @@ class Ranges:
 
 
 @dataclass
+class _Pending:
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    ended: float = 0.0
+    extra: dict[str, list[list[int]]] = field(default_factory=dict)
+
+
+@dataclass
 class LedgerState:
     """What a ledger holds: per job name, the done ranges and the merged plain summary."""
 
@@ -167,9 +176,12 @@ def load(output: Path, merge: Any) -> LedgerState:
                 if entry["seq"] <= state.seq:
                     continue
                 _apply(state, entry)
-                name, previous = entry["job"], state.summaries.get(entry["job"])
-                summary = entry["summary"]
-                state.summaries[name] = summary if previous is None else merge(name, previous, summary)
+                name = entry["job"]
+                if "total" in entry:
+                    state.summaries[name] = entry["total"]
+                else:
+                    previous, summary = state.summaries.get(name), entry["summary"]
+                    state.summaries[name] = summary if previous is None else merge(name, previous, summary)
     for name, ranges in state.done.items():
         try:
             ranges.normalise()
@@ -198,11 +210,11 @@ def _apply(state: LedgerState, entry: dict[str, Any]) -> None:
 
 
 class LedgerWriter:
-    """Rank 0's side: append finished chunks in committed groups, take snapshots.
+    """Rank 0's side: record finished ranges, commit them in groups, take snapshots.
 
-    The merged summaries written into a snapshot come from `summaries()`,
-    which the coordinator points at its own running merge (merging here
-    too would do the same work twice per chunk).
+    `summaries()` gives the merged summary of every job with finished work
+    (plain, as `to_plain` makes it): the coordinator points it at its own
+    running merge, which every commit and snapshot writes as it is.
     """
 
     def __init__(
@@ -224,7 +236,9 @@ class LedgerWriter:
         self.group_entries = group_entries
         self.clock = clock
         self.sync = sync
-        self.buffer: list[str] = []
+        # Per job: ranges, end time and side-table rows recorded since the last commit
+        self.pending: dict[str, _Pending] = {}
+        self.records = 0
         self.group_started = 0.0
         self.commits = 0
         self.next_snapshot = clock() + interval
@@ -235,29 +249,25 @@ class LedgerWriter:
         self.handle = open(self.ledger_path, "a", encoding="utf-8")
 
     def append(
-        self,
-        job: str,
-        spans: list[tuple[int, int]],
-        rank: int,
-        started: float,
-        ended: float,
-        summary: dict[str, Any],
-        extra: dict[str, list] | None = None,
+        self, job: str, spans: list[tuple[int, int]], ended: float, extra: dict[str, list] | None = None
     ) -> None:
-        """Record finished ranges [(offset, count), ...] of one job; their data must be written."""
-        entry: dict[str, Any] = {"seq": self.state.seq + 1, "job": job}
-        if len(spans) == 1:
-            entry["offset"], entry["count"] = spans[0]
-        else:
-            entry["spans"] = [list(span) for span in spans]
-        entry.update({"rank": rank, "started": started, "ended": ended, "summary": summary})
-        if extra:
-            entry["extra"] = {name: [list(row) for row in rows] for name, rows in extra.items()}
-        if not self.buffer:
+        """Record finished ranges [(offset, count), ...] of `job`: their data must be written and their
+        summary merged into what `summaries()` returns."""
+        if not self.pending:
             self.group_started = self.clock()
-        self.buffer.append(json.dumps(entry, separators=(",", ":")) + "\n")
-        _apply(self.state, entry)
-        if len(self.buffer) >= self.group_entries:
+        pending = self.pending.setdefault(job, _Pending())
+        pending.spans.extend(spans)
+        pending.ended = max(pending.ended, ended)
+        done = self.state.done.setdefault(job, Ranges())
+        for offset, count in spans:
+            done.add(offset, offset + count)
+        for table, rows in (extra or {}).items():
+            plain = [list(row) for row in rows]
+            pending.extra.setdefault(table, []).extend(plain)
+            self.state.extra.setdefault(job, {}).setdefault(table, []).extend(plain)
+        self.state.updated = max(self.state.updated, ended)
+        self.records += 1
+        if self.records >= self.group_entries:
             self.commit()
 
     def tick(self, now: float | None = None) -> None:
@@ -265,20 +275,31 @@ class LedgerWriter:
         now = self.clock() if now is None else now
         if now >= self.next_snapshot:
             self.snapshot()
-        elif self.buffer and now - self.group_started >= self.group_seconds:
+        elif self.pending and now - self.group_started >= self.group_seconds:
             self.commit()
 
     def commit(self) -> None:
-        """Write and fsync the lines appended since the last commit."""
-        if not self.buffer:
+        """Write and fsync one line per job with work recorded since the last commit."""
+        if not self.pending:
             return
+        totals = self.summaries() if self.summaries is not None else {}
+        lines = []
+        for job, pending in self.pending.items():
+            self.state.seq += 1
+            entry: dict[str, Any] = {"seq": self.state.seq, "job": job, "spans": pending.spans}
+            entry["ended"] = pending.ended
+            entry["total"] = totals.get(job, {})
+            if pending.extra:
+                entry["extra"] = pending.extra
+            lines.append(json.dumps(entry, separators=(",", ":")) + "\n")
         try:
-            self.handle.write("".join(self.buffer))
+            self.handle.write("".join(lines))
             self.handle.flush()
             self.sync(self.handle.fileno())
         except OSError as exc:
             raise OutputError(f"writing the ledger {self.ledger_path} failed ({exc})") from None
-        self.buffer.clear()
+        self.pending.clear()
+        self.records = 0
         self.commits += 1
 
     def snapshot(self) -> None:
@@ -297,8 +318,9 @@ class LedgerWriter:
         if state.stopped:
             body["stopped"] = state.stopped
         _fsync_write(self.checkpoint_path, json.dumps(body, separators=(",", ":")))
-        # Lines up to seq are in the checkpoint, those not yet committed too
-        self.buffer.clear()
+        # Lines up to seq are in the checkpoint, and so is what was recorded and not yet committed
+        self.pending.clear()
+        self.records = 0
         if hasattr(self, "handle") and not self.handle.closed:
             self.handle.truncate(0)
             self.handle.seek(0)

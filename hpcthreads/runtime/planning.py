@@ -99,15 +99,25 @@ def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None
         raise OutputError(f"cannot resume {plan.output}: its ledger is unreadable ({exc})") from None
     _check_same_jobs(config, state.config, plan.output)
     _check_same_jobs(config, _file_config(plan.partial), plan.partial)
+    if bool(_file_attr(plan.partial, "simulated")) != (config.backend == "simulated"):
+        raise ConfigError(
+            f"cannot resume {plan.partial}: a run of --backend simulated (which computes nothing) and "
+            "a computing run cannot finish each other; use --force to start again"
+        )
     return state
 
 
 def _file_config(path: Path) -> str:
+    return str(_file_attr(path, "config") or "")
+
+
+def _file_attr(path: Path, name: str) -> object:
     from hpcthreads.io.reader import open_results
 
     try:
         with open_results(path) as handle:
-            return str(handle.attrs.get("config", ""))
+            value = handle.attrs.get(name)
+            return value.item() if hasattr(value, "item") else value
     except OutputError as exc:
         raise OutputError(f"cannot resume: {exc}; the file is left as it is") from None
 

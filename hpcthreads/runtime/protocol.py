@@ -150,9 +150,10 @@ class Stop:
 class Final:
     rank: int
     stats: dict[str, Any] = field(default_factory=dict)
-    # A sub-coordinator's ranks (rank -> stats) and their chunk records
+    # A sub-coordinator's ranks (rank -> stats), their chunk records and how many were not kept
     ranks: dict[int, dict[str, Any]] = field(default_factory=dict)
     chunks: list[Any] = field(default_factory=list)
+    unrecorded: int = 0
 
 
 MESSAGES = (Hello, Task, Result, Failure, Steal, GiveBack, Heartbeat, Stop, Final, Batch, JobFailed, Lost)

@@ -33,8 +33,10 @@ MIN_STEAL_SECONDS = 0.05
 WINDOW = 2
 # Weight of the newest measurement in a worker's speed estimate
 SPEED_WEIGHT = 0.5
-# A group's share of a job (a Task to a sub-coordinator) is about this much of the group's work
+# A group's share of a job (a Task to a sub-coordinator) is about this much of the group's work,
+# and before its speed is known this part of an even split of the job among the groups
 GROUP_TARGET_SECONDS = 2.0
+FIRST_SHARE = 1 / 32
 # Messages per second a coordinator is planned to handle: at about 50 us each, a quarter of a core
 MESSAGE_BUDGET = 5000.0
 # Heartbeats per second a coordinator is planned to receive, and the shortest interval
@@ -353,11 +355,19 @@ class Scheduler:
         workers finish together, but never less than `min_seconds` of work
         (MIN_STEAL_SECONDS at the default target).
         A group's chunk (its sub-coordinator's share) is sized the same way
-        from the group's speed; before it is measured, one batch per worker.
+        from the group's speed; before it is measured, a FIRST_SHARE of the
+        group's part of the job (at least a batch per worker): a first share of
+        a batch per worker would be gone before the group's speed is known,
+        and all groups would ask again at once.
         """
         speed = worker.speed.get(job.index)
-        size = job.batch_size * worker.capacity if speed is None else int(speed * self.target)
         share = math.ceil(job.unassigned * worker.capacity / (2 * max(1, self.capacity)))
+        if speed is not None:
+            size = int(speed * self.target)
+        elif worker.group:
+            size = max(job.batch_size * worker.capacity, math.ceil(2 * share * FIRST_SHARE))
+        else:
+            size = job.batch_size
         floor = 1 if speed is None else int(speed * self.min_seconds)
         return max(1, min(size, job.max_chunk * worker.capacity, max(share, floor)))
 

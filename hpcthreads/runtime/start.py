@@ -23,7 +23,7 @@ from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io import schema
 from hpcthreads.runtime import devices, ledger, topology
 from hpcthreads.runtime.coordinator import Coordinator, Outcome
-from hpcthreads.runtime.dispatch import WorkerLostError
+from hpcthreads.runtime.dispatch import TIMELINE_LIMIT, WorkerLostError
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.monitor import Metrics, Monitor, Progress
 from hpcthreads.runtime.mpiutil import MPITransport, abort_on_exception, abort_world, init_mpi, setup_logging
@@ -45,6 +45,8 @@ log = logging.getLogger("hpcthreads")
 MAX_CHUNK_VALUES = 1 << 21
 # Exit status of a run stopped by a signal with its finished chunks saved: resume it
 EXIT_INTERRUPTED = 75
+# Seconds more a coordinator waits at start-up per level of sub-coordinators below it
+STARTUP_MARGIN_SECONDS = 10.0
 
 
 class InterruptedRun(HPCThreadsError):
@@ -146,13 +148,21 @@ def _sub_coordinate(
         batch,
         [chunk_limit(w.job) for w in workloads],
         config.heartbeat_timeout,
-        config.startup_timeout,
+        startup_timeout(config, tree, rank),
     )
+    # The run's timeline holds TIMELINE_LIMIT chunks at most: each group sends its share
+    subs = sum(tree.role(r) == "sub-coordinator" for r in range(len(tree.parent)))
+    sub.timeline_limit = max(1000, TIMELINE_LIMIT // subs)
     try:
         sub.serve()
     except WorkerLostError as exc:
         log.error("%s; aborting all ranks", exc)
         abort_world(comm, 1)
+
+
+def startup_timeout(config: RunConfig, tree: topology.Topology, rank: int) -> float:
+    """A coordinator waits longer than the sub-coordinators below it, which name a missing worker."""
+    return config.startup_timeout + STARTUP_MARGIN_SECONDS * max(0, tree.height(rank) - 1)
 
 
 def _simulation(config: RunConfig, rank: int) -> dict[str, Any]:
@@ -246,7 +256,7 @@ def _coordinate(
             [chunk_limit(w.job) for w in workloads],
             journal,
             _monitor(config),
-            startup_timeout=config.startup_timeout,
+            startup_timeout=startup_timeout(config, tree, 0),
             children=tree.children.get(0, []),
             target=_target(config, tree, 0),
         )
@@ -311,6 +321,7 @@ def _finish(outcome: Outcome, workloads: list, state: ledger.LedgerState, tree: 
         "makespan_seconds": outcome.makespan,
         "coordination_levels": tree.depth,
         "sub_coordinators": sum(tree.role(r) == "sub-coordinator" for r in range(size)),
+        "chunks_not_in_timeline": outcome.unrecorded,
     }
     done = {name: ranges.spans for name, ranges in state.done.items()}
     return Finish(run_state, jobs, run_attrs, outcome.ranks, outcome.chunks, done)

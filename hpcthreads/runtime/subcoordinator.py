@@ -34,6 +34,8 @@ log = logging.getLogger("hpcthreads")
 PARENT = -2
 # Workers asked at once to give back for the parent (the thief is a group that may be idle)
 PARENT_STEAL_FANOUT = 8
+# Spreads the groups' reporting phases evenly: the first batch of rank r comes after frac(r * PHASE)
+PHASE = (5**0.5 - 1) / 2
 
 
 class SubCoordinator(BaseDispatcher):
@@ -74,7 +76,8 @@ class SubCoordinator(BaseDispatcher):
         # A full batch now (the group ran out of work), or a short one that only says what was taken
         self.flush_now = False
         self.taken_now = False
-        self.next_flush = 0.0
+        # Groups report out of phase with each other, so that rank 0 sees no bursts
+        self.next_flush = clock() + batch_seconds * ((rank * PHASE) % 1.0)
         self.last_sent = clock()
         self.reported_busy = 0.0
         self.reported_failures = 0
@@ -125,7 +128,7 @@ class SubCoordinator(BaseDispatcher):
             "cpu": time.process_time() - cpu_start,
             "wall": time.perf_counter() - wall_start,
         }
-        self.send_up(p.Final(self.rank, stats, self.ranks, self.chunks))
+        self.send_up(p.Final(self.rank, stats, self.ranks, self.chunks, self.unrecorded))
 
     def _hello(self) -> p.Hello:
         workers = self.workers.values()
@@ -156,7 +159,8 @@ class SubCoordinator(BaseDispatcher):
         self.duties(now)
         if self.flush_now or (now >= self.next_flush and (self.credits or self.parts or self.taken)):
             self.flush()
-        elif self.taken_now:
+        elif self.taken_now and self.speeds():
+            # Said once the group's speed is known: the parent sizes the next share from it
             self.taken_now = False
             self.send_up(p.Batch(self.rank, [], [], self.taken, self.speeds()))
             self.taken = []

@@ -49,7 +49,12 @@ def needs_nodes(levels: Sequence[Level]) -> bool:
 
 
 def resolve(levels: Sequence[Level], size: int, nodes: Sequence[int] | None) -> tuple[Level, ...]:
-    """The levels `auto` stands for on this run: one per node on a large run over several nodes."""
+    """The levels `auto` stands for on this run: one per node on a large run over several nodes.
+
+    One rank has no levels whatever was asked: it computes its chunks itself.
+    """
+    if size == 1:
+        return ()
     if tuple(levels) != ("auto",):
         return tuple(levels)
     several = nodes is not None and len(set(nodes)) > 1
@@ -71,15 +76,15 @@ class Topology:
         below = self.children.get(rank)
         return sum(self.capacity(child) for child in below) if below else 1
 
+    def height(self, rank: int) -> int:
+        """Levels of coordination at and below `rank`: 1 for a coordinator of workers, 0 for a worker."""
+        below = self.children.get(rank)
+        return 1 + max(self.height(child) for child in below) if below else 0
+
     @property
     def depth(self) -> int:
         """Levels of coordination: 1 when rank 0 feeds the workers directly."""
-
-        def down(rank: int) -> int:
-            below = self.children.get(rank)
-            return 1 + max(down(child) for child in below) if below else 0
-
-        return max(1, down(0))
+        return max(1, self.height(0))
 
     def workers_on_node(self, rank: int, nodes: Sequence[int]) -> list[int]:
         """The computing ranks that share `rank`'s node, in rank order."""

@@ -110,6 +110,11 @@ def merge_files(output: Path, inputs: Sequence[Path], force: bool = False) -> li
     partial = output.with_name(output.name + ".partial")
     with ExitStack() as stack:
         parts = [stack.enter_context(ResultsPart(path)) for path in inputs]
+        for part in parts:
+            if "simulated" in part.run:
+                raise ConfigError(
+                    f"merge: {str(part.path)!r} holds no results (a run of --backend simulated)"
+                )
         plans = plan_merge(parts)
         workloads = [make_workload(job) for job, _ in plans]
         writer = SerialWriter(partial, workloads, create=True)

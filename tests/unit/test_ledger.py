@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 import time
 
@@ -15,7 +16,7 @@ def _keep_newest(_name, _a, b):
 
 
 def _write_chunk(journal: ledger.LedgerWriter) -> None:
-    journal.append("collatz", [(0, 10)], 1, 0.0, 1.0, {"items": 10})
+    journal.append("collatz", [(0, 10)], 1.0)
 
 
 def test_a_stop_reason_reaches_status_and_a_resumed_run_clears_it(tmp_path):
@@ -116,22 +117,24 @@ def test_ledger_lines_are_committed_in_groups_by_count_and_by_time(tmp_path):
     out, clock, syncs = tmp_path / "run.h5", _Clock(), []
     journal = _group_journal(out, clock, syncs)
     for i in range(6):
-        journal.append("j", [(10 * i, 10)], 1, 0.0, 1.0, {"items": 10})
-    # One fsync for the first four lines; two wait in memory
-    assert (len(syncs), _lines_on_disk(out)) == (1, 4)
+        journal.append("j", [(10 * i, 10)], 1.0)
+    # One line and one fsync for the first four chunks; two wait in memory
+    assert (len(syncs), _lines_on_disk(out)) == (1, 1)
+    assert ledger.load(out, _keep_newest).done["j"].covered() == 40
     journal.tick()
     assert len(syncs) == 1, "a group is not committed before GROUP_SECONDS"
     clock.now += 0.021
     journal.tick()
-    assert (len(syncs), _lines_on_disk(out)) == (2, 6)
-    assert ledger.load(out, _keep_newest).done["j"].covered() == 60
+    assert (len(syncs), _lines_on_disk(out)) == (2, 2)
+    state = ledger.load(out, _keep_newest)
+    assert state.done["j"].covered() == 60 and state.summaries == {"j": {"items": 1}}
 
 
 def test_a_kill_loses_at_most_the_uncommitted_group(tmp_path):
     out, clock, syncs = tmp_path / "run.h5", _Clock(), []
     journal = _group_journal(out, clock, syncs)
     for i in range(5):
-        journal.append("j", [(10 * i, 10)], 1, 0.0, 1.0, {"items": 10})
+        journal.append("j", [(10 * i, 10)], 1.0)
     # kill -9 now: what is on disk is what the next run finds; the fifth chunk is computed again
     state = ledger.load(out, _keep_newest)
     assert state.done["j"].spans == [[0, 40]]
@@ -141,20 +144,21 @@ def test_a_kill_loses_at_most_the_uncommitted_group(tmp_path):
 def test_a_snapshot_folds_uncommitted_lines_and_takes_the_coordinators_summaries(tmp_path):
     out, clock, syncs = tmp_path / "run.h5", _Clock(), []
     journal = _group_journal(out, clock, syncs)
-    journal.append("j", [(0, 10), (50, 5)], 1, 0.0, 1.0, {"items": 15})
+    journal.append("j", [(0, 10), (50, 5)], 1.0, {"peak_overflow": [(51, 2**130)]})
     clock.now += 61
     journal.tick()
     assert _lines_on_disk(out) == 0
     state = ledger.load(out, _keep_newest)
-    assert state.done["j"].spans == [[0, 10], [50, 55]] and state.seq == 1
-    assert state.summaries == {"j": {"items": 1}}
+    assert state.done["j"].spans == [[0, 10], [50, 55]] and state.seq == 0
+    assert state.summaries == {"j": {"items": 1}} and state.extra == {"j": {"peak_overflow": [[51, 2**130]]}}
 
 
 def test_a_ledger_that_records_a_range_twice_is_refused(tmp_path):
     out, clock, syncs = tmp_path / "run.h5", _Clock(), []
     journal = _group_journal(out, clock, syncs)
-    journal.append("j", [(0, 10)], 1, 0.0, 1.0, {"items": 10})
-    journal.append("j", [(20, 10), (5, 3)], 1, 0.0, 1.0, {"items": 13})
+    journal.append("j", [(0, 10)], 1.0)
+    journal.commit()
+    journal.append("j", [(20, 10), (5, 3)], 1.0)
     journal.commit()
     try:
         ledger.load(out, _keep_newest)
@@ -185,3 +189,35 @@ def test_ranges_match_a_set_of_integers():
         assert all(b1 < a2 for (_, b1), (a2, _) in zip(ranges.spans, ranges.spans[1:])), "merged"
         gaps = {n for a, c in ranges.gaps(size) for n in range(a, a + c)}
         assert gaps == set(range(size)) - taken
+
+
+def test_a_ledger_of_one_line_per_chunk_from_an_earlier_version_is_replayed_by_merging(tmp_path):
+    out = tmp_path / "old.h5"
+    config = '{"jobs": [{"name": "j", "type": "collatz", "parameters": {"count": 100}}]}'
+    ledger.LedgerWriter(out, ledger.LedgerState(config), summaries=dict).close()
+    ledger_path, _ = ledger.paths(out)
+    old = [
+        {
+            "seq": 1,
+            "job": "j",
+            "offset": 0,
+            "count": 10,
+            "rank": 1,
+            "started": 0,
+            "ended": 1,
+            "summary": {"n": 10},
+        },
+        {
+            "seq": 2,
+            "job": "j",
+            "offset": 10,
+            "count": 5,
+            "rank": 2,
+            "started": 0,
+            "ended": 2,
+            "summary": {"n": 5},
+        },
+    ]
+    ledger_path.write_text("".join(json.dumps(line) + "\n" for line in old))
+    state = ledger.load(out, lambda _job, a, b: {"n": a["n"] + b["n"]})
+    assert state.done["j"].spans == [[0, 15]] and state.summaries["j"] == {"n": 15}

@@ -249,7 +249,7 @@ def test_a_refusing_victim_is_not_asked_again_until_its_next_event():
 
 def test_a_group_chunk_ends_when_its_parts_are_credited_or_given_back():
     jobs = [queue(0, size=10_000, batch=100)]
-    group = WorkerState(1, capacity=8)
+    group = WorkerState(1, capacity=8, group=True)
     other = WorkerState(2)
     scheduler = Scheduler(jobs, [group, other])
     chunk = scheduler.next_chunk(group)
