@@ -33,6 +33,8 @@ RETRY_SECONDS = 0.05
 RETRY_LIMIT = 16
 # Seconds a coordinator waits for its children's final reports
 FINAL_TIMEOUT = 30.0
+# A group's last shares are this part of its target at least
+GROUP_TAIL_FRACTION = 0.25
 # Chunks a run records in its timeline (/run/chunks), at most: memory stays bounded on long runs
 TIMELINE_LIMIT = 500_000
 # Shares a group holds that its sub-coordinator has not yet handed out entirely: its workers' own
@@ -129,8 +131,10 @@ class BaseDispatcher:
         self.scheduler.workers_changed()
         if any(w.group for w in self.workers.values()):
             # A steal between groups costs a few messages here whatever the groups' sizes: it pays
-            # from MIN_STEAL_SECONDS on (shares still end at the target's tenth: fewer messages)
+            # from MIN_STEAL_SECONDS on. Shares end at a quarter of the target: each costs a task
+            # and a notice here, and a group finishes a small one fast, so all ask at once
             self.scheduler.steal_seconds = MIN_STEAL_SECONDS
+            self.scheduler.min_seconds = self.target * GROUP_TAIL_FRACTION
 
     def on_hello(self, hello: p.Hello, source: int) -> None:
         worker = self.workers[source]
@@ -201,6 +205,8 @@ class BaseDispatcher:
     def on_give_back(self, worker: WorkerState, message: p.GiveBack) -> None:
         if message.count:
             thief = self.scheduler.given_back(worker, message.chunk, message.offset, message.count)
+            for chunk, offset, count in message.more:
+                self.scheduler.given_back(worker, chunk, offset, count)
         else:
             thief = self.scheduler.refused(worker)
         if thief in self.workers:

@@ -134,6 +134,8 @@ class GiveBack:
     chunk: int
     offset: int = 0
     count: int = 0  # 0: nothing worth giving
+    # More (chunk, offset, count) ranges: a group answers a steal with several workers' parts at once
+    more: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @dataclass

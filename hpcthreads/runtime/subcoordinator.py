@@ -82,9 +82,9 @@ class SubCoordinator(BaseDispatcher):
         self.reported_busy = 0.0
         self.reported_failures = 0
         self.given_up: set[int] = set()
-        # Workers asked to give back for the parent, and whether the parent has had an answer
+        # Workers asked to give back for the parent, and what they have given so far
         self.for_parent: set[int] = set()
-        self.parent_answered = True
+        self.for_parent_pieces: list[tuple[int, int, int]] = []
         self.stop: p.Stop | None = None
 
     def send_up(self, message: Any) -> None:
@@ -196,7 +196,7 @@ class SubCoordinator(BaseDispatcher):
             if amount >= 1:
                 piece.count -= amount
                 queue.returned_items -= amount
-                self.give_up_to_parent(piece.parent, piece.offset + piece.count, amount)
+                self.give_up_to_parent([(piece.parent, piece.offset + piece.count, amount)])
                 return
         now = self.clock()
         asked = 0
@@ -208,9 +208,7 @@ class SubCoordinator(BaseDispatcher):
             self.transport.send(p.Steal(speeds), victim.rank)
             self.for_parent.add(victim.rank)
             asked += 1
-        if asked:
-            self.parent_answered = False
-        else:
+        if not asked:
             self.send_up(p.GiveBack(-1))
 
     def on_give_back(self, worker: WorkerState, message: p.GiveBack) -> None:
@@ -221,13 +219,16 @@ class SubCoordinator(BaseDispatcher):
         if message.count:
             parent = worker.in_flight[message.chunk].parent
             self.scheduler.given_back(worker, message.chunk, message.offset, message.count, requeue=False)
-            self.give_up_to_parent(parent, message.offset, message.count)
-            self.parent_answered = True
+            self.for_parent_pieces.append((parent, message.offset, message.count))
         else:
             self.scheduler.refused(worker)
-        if not self.for_parent and not self.parent_answered:
-            self.parent_answered = True
-            self.send_up(p.GiveBack(-1))
+        if not self.for_parent:
+            # Every worker asked has answered: their parts go up in one message
+            pieces, self.for_parent_pieces = self.for_parent_pieces, []
+            if pieces:
+                self.give_up_to_parent(pieces)
+            else:
+                self.send_up(p.GiveBack(-1))
 
     def send_chunk(self, worker: WorkerState, chunk: Chunk) -> None:
         super().send_chunk(worker, chunk)
@@ -240,13 +241,16 @@ class SubCoordinator(BaseDispatcher):
             self.taken.append(chunk.parent)
             self.taken_now = True
 
-    def give_up_to_parent(self, parent: int, offset: int, count: int) -> None:
-        left = self.outstanding.get(parent, 0) - count
-        if left > 0:
-            self.outstanding[parent] = left
-        else:
-            self.outstanding.pop(parent, None)
-        self.send_up(p.GiveBack(parent, offset, count))
+    def give_up_to_parent(self, pieces: list[tuple[int, int, int]]) -> None:
+        """Return (parent chunk, offset, count) ranges to the parent, in one message."""
+        for parent, _, count in pieces:
+            left = self.outstanding.get(parent, 0) - count
+            if left > 0:
+                self.outstanding[parent] = left
+            else:
+                self.outstanding.pop(parent, None)
+        (parent, offset, count), *more = pieces
+        self.send_up(p.GiveBack(parent, offset, count, more))
 
     # Results to the parent
 
