@@ -120,10 +120,11 @@ def measure(n: int, repeat: int) -> dict[str, float | None]:
         summary = workload.empty()
         summary.count = chunk.count
         output = ChunkOutput(chunk.offset, chunk.count, summary)
-        handle(
-            protocol.Result(chunk.id, chunk.job, chunk.offset, chunk.count, 0.1, 0.0, 0.1, output),
-            worker.rank,
+        seconds = chunk.count / 1e7  # the workers' given speed: chunk sizes stay the same
+        result = protocol.Result(
+            chunk.id, chunk.job, chunk.offset, chunk.count, seconds, 0.0, seconds, output
         )
+        handle(result, worker.rank)
 
     out: dict[str, float | None] = {"result": timed(one_result, repeat)}
     # An idle thief, every other worker with two chunks

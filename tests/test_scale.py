@@ -149,3 +149,27 @@ def test_a_worker_that_never_starts_under_a_sub_coordinator_is_named_and_recorde
     assert proc.returncode != 0, report
     assert "rank(s) [3] did not start within 3 s (--startup-timeout)" in proc.stderr, report
     assert "rank(s) [3] did not start within 3 s" in cli("status", str(out)).stdout
+
+
+def test_chunk_seconds_sets_the_chunk_time(tmp_path):
+    def chunks(*options: str) -> int:
+        out = tmp_path / "chunks.h5"
+        cli(
+            "run",
+            "collatz",
+            "--start",
+            "2**40",
+            "--count",
+            "2e6",
+            "-o",
+            str(out),
+            "--force",
+            *options,
+            check=True,
+        )
+        with h5py.File(out) as f:
+            return len(f["run/chunks/count"][()])
+
+    assert chunks("--chunk-seconds", "0.002", "--heartbeat-interval", "0.5") > 4 * chunks()
+    bad = cli("run", "collatz", "--count", "10", "-o", str(tmp_path / "x.h5"), "--chunk-seconds", "0")
+    assert bad.returncode == 2 and "--chunk-seconds" in bad.stderr

@@ -88,6 +88,7 @@ class Coordinator(BaseDispatcher):
         self.first_sent: float | None = None
         self.last_result = 0.0
         self.job_started: dict[int, float] = {}
+        self.ending = False
 
     def _queue(self, index: int, workload: BaseWorkload, limit: int) -> JobQueue:
         """A job's queue; when resuming, only the parts the ledger does not hold."""
@@ -203,7 +204,14 @@ class Coordinator(BaseDispatcher):
         if isinstance(message, (p.Result, p.Batch)):
             self.last_result = self.clock()
         super().handle(message, source)
-        self._end_finished_jobs()
+        if self.ending:
+            self.ending = False
+            self._end_finished_jobs()
+
+    def chunk_done(self, chunk: Chunk, count: int) -> None:
+        job = self.scheduler.jobs[chunk.job]
+        # The job ends once this message is handled (its results merged)
+        self.ending = self.ending or job.done >= job.size
 
     def send_chunk(self, worker: WorkerState, chunk: Chunk) -> None:
         now = self.clock()

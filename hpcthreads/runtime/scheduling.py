@@ -196,25 +196,33 @@ class WorkerState:
 class VictimHeap:
     """Workers by remaining work, most first (lowest rank on ties), with O(log N) updates.
 
-    Every change pushes a new entry and makes the worker's older ones stale;
-    stale entries are dropped when they reach the top, and the heap is
-    rebuilt when they outnumber the live ones.
+    A change only marks the worker; marked workers get a new entry, making
+    their older ones stale, when a victim is next looked for (steals are far
+    rarer than the events that change a worker). Stale entries are dropped
+    when they reach the top, and the heap is rebuilt when they outnumber the
+    live ones.
     """
 
     def __init__(self) -> None:
         self.heap: list[tuple[float, int, int]] = []
         self.version: dict[int, int] = {}
         self.live: dict[int, float] = {}
+        self.changed: dict[int, WorkerState] = {}
 
     def update(self, worker: WorkerState) -> None:
-        version = self.version.get(worker.rank, 0) + 1
-        self.version[worker.rank] = version
-        if worker.in_flight and not worker.steal_pending and not worker.refused:
-            key = -worker.finish_at
-            self.live[worker.rank] = key
-            heapq.heappush(self.heap, (key, worker.rank, version))
-        else:
-            self.live.pop(worker.rank, None)
+        self.changed[worker.rank] = worker
+
+    def _refresh(self) -> None:
+        for rank, worker in self.changed.items():
+            version = self.version.get(rank, 0) + 1
+            self.version[rank] = version
+            if worker.in_flight and not worker.steal_pending and not worker.refused:
+                key = -worker.finish_at
+                self.live[rank] = key
+                heapq.heappush(self.heap, (key, rank, version))
+            else:
+                self.live.pop(rank, None)
+        self.changed.clear()
         if len(self.heap) > 2 * len(self.live) + 64:
             self.heap = [(key, rank, self.version[rank]) for rank, key in self.live.items()]
             heapq.heapify(self.heap)
@@ -222,8 +230,14 @@ class VictimHeap:
     def _valid(self, entry: tuple[float, int, int]) -> bool:
         return self.version.get(entry[1]) == entry[2] and entry[1] in self.live
 
+    def candidates(self) -> int:
+        """How many workers could be asked now."""
+        self._refresh()
+        return len(self.live)
+
     def best(self, exclude: int) -> int | None:
         """The rank with the most remaining work, other than `exclude`."""
+        self._refresh()
         heap = self.heap
         while heap and not self._valid(heap[0]):
             heapq.heappop(heap)

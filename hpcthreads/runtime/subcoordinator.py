@@ -34,6 +34,9 @@ log = logging.getLogger("hpcthreads")
 PARENT = -2
 # Workers asked at once to give back for the parent (the thief is a group that may be idle)
 PARENT_STEAL_FANOUT = 8
+# A sub-coordinator's poll spins this long after a message (a worker waits for nothing from it: its
+# window holds its next chunk), then sleeps: less spinning leaves the cores to the workers
+SPIN_SECONDS = 0.0002
 # Spreads the groups' reporting phases evenly: the first batch of rank r comes after frac(r * PHASE)
 PHASE = (5**0.5 - 1) / 2
 
@@ -103,7 +106,7 @@ class SubCoordinator(BaseDispatcher):
             for worker in self.workers.values():
                 self.top_up(worker)  # nothing to give yet: every child waits as starving
             self.send_up(self._hello())
-            poller = Poller()
+            poller = Poller(spin=SPIN_SECONDS)
             while self.stop is None:
                 message, source = self.transport.receive()
                 if message is None:

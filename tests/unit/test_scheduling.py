@@ -299,3 +299,23 @@ def test_a_slow_thief_steals_only_when_its_share_ends_sooner():
     scheduler.workers[3] = fast
     fast.speed[0] = 1e6
     assert scheduler.victim_for(fast, 0.0) is victim
+
+
+def test_chunk_time_heartbeats_and_batches_grow_with_the_number_of_children():
+    from hpcthreads.runtime.scheduling import batch_seconds, heartbeat_seconds, target_seconds
+
+    assert target_seconds(64, False) == 0.5 and target_seconds(64, True) == 2.0
+    # Two messages a chunk: 4,096 workers at 1.6 s chunks send 5,000 messages per second
+    assert target_seconds(4096, False) == pytest.approx(2 * 4096 / 5000)
+    assert heartbeat_seconds(63, 120.0) == 1.0 and heartbeat_seconds(65536, 120.0) == 30.0
+    assert heartbeat_seconds(65536, 20.0) == 5.0, "at most a quarter of the timeout"
+    assert batch_seconds(16) == 0.25 and batch_seconds(1024) == pytest.approx(1024 / 500)
+
+
+def test_tail_chunks_never_shrink_below_a_tenth_of_a_long_target():
+    jobs = [queue(0, size=10**6, batch=10**6)]
+    workers = [WorkerState(r) for r in range(1, 101)]
+    scheduler = Scheduler(jobs, workers, target=4.0)
+    scheduler.set_speed(workers[0], 0, 1e5)
+    # A share of what is left would be 5,000 items; the floor is 0.4 s of this worker's work
+    assert scheduler.chunk_size(jobs[0], workers[0]) == 40_000
