@@ -56,7 +56,7 @@ from hpcthreads.runtime import topology  # noqa: E402
 from hpcthreads.runtime.coordinator import Coordinator  # noqa: E402
 from hpcthreads.runtime.dispatch import RETRY_SECONDS  # noqa: E402
 from hpcthreads.runtime.ledger import LedgerState, LedgerWriter  # noqa: E402
-from hpcthreads.runtime.scheduling import (  # noqa: E402
+from hpcthreads.runtime.pacing import (  # noqa: E402
     batch_seconds,
     heartbeat_seconds,
     steal_share,

@@ -22,7 +22,8 @@ from hpcthreads.runtime.dispatch import BaseDispatcher, ChunkRecord, WorkerLostE
 from hpcthreads.runtime.ledger import LedgerWriter
 from hpcthreads.runtime.monitor import Monitor, Snapshot
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import TARGET_SECONDS, Chunk, JobQueue, WorkerState
+from hpcthreads.runtime.pacing import TARGET_SECONDS
+from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState
 from hpcthreads.runtime.worker import ChunkRunner
 from hpcthreads.workloads.base import BaseWorkload, to_plain
 

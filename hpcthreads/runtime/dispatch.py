@@ -22,7 +22,8 @@ from typing import Any
 from hpcthreads.errors import HPCThreadsError
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import MIN_STEAL_SECONDS, WINDOW, Chunk, JobQueue, Scheduler, WorkerState
+from hpcthreads.runtime.pacing import MIN_STEAL_SECONDS
+from hpcthreads.runtime.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
 from hpcthreads.workloads.base import BaseWorkload
 
 log = logging.getLogger("hpcthreads")

@@ -19,65 +19,18 @@ why the heap never needs updating between a worker's own events.
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
 
 from hpcthreads.config import PRIORITIES
+from hpcthreads.runtime.pacing import FIRST_SHARE, MIN_STEAL_SECONDS, TARGET_SECONDS, steal_share
+from hpcthreads.runtime.victims import VictimHeap
 
-# Aim for chunks of about this much work, and at least this much at the tail
-TARGET_SECONDS = 0.5
-MIN_STEAL_SECONDS = 0.05
 # Chunks in flight per worker: one running, one waiting, so no worker waits
 WINDOW = 2
 # Weight of the newest measurement in a worker's speed estimate
 SPEED_WEIGHT = 0.5
-# A group's share of a job (a Task to a sub-coordinator) is about this much of the group's work,
-# and before its speed is known this part of an even split of the job among the groups
-GROUP_TARGET_SECONDS = 2.0
-FIRST_SHARE = 1 / 32
-# Messages per second a coordinator is planned to handle: at about 50 us each, a quarter of a core
-MESSAGE_BUDGET = 5000.0
-# Heartbeats per second a coordinator is planned to receive, and the shortest interval
-HEARTBEAT_BUDGET = 1000.0
-HEARTBEAT_SECONDS = 1.0
-# A sub-coordinator reports its results at least this often, and rank 0 is planned to take this many
-# reports per second (each merges a summary and writes a ledger line: a few hundred us)
-BATCH_SECONDS = 0.25
-BATCH_BUDGET = 500.0
-
-
-def steal_share(thief_speed: float | None, victim_speed: float | None) -> float:
-    """The part of its remaining work a victim gives, so that thief and victim end together.
-
-    A slow thief gets less than half of a fast victim's work, a GPU thief of a
-    CPU victim nearly all of it; half while either speed is unknown.
-    """
-    if not thief_speed or not victim_speed:
-        return 0.5
-    return thief_speed / (thief_speed + victim_speed)
-
-
-def target_seconds(children: int, groups: bool) -> float:
-    """Seconds of work per chunk for a coordinator of `children` (sub-coordinators when `groups`).
-
-    Each chunk costs its coordinator about two messages (task and result), so
-    the chunk time grows with the number of children once they would send
-    more than MESSAGE_BUDGET messages per second.
-    """
-    base = GROUP_TARGET_SECONDS if groups else TARGET_SECONDS
-    return max(base, 2.0 * children / MESSAGE_BUDGET)
-
-
-def heartbeat_seconds(siblings: int, timeout: float) -> float:
-    """How often a rank with `siblings` (its parent's children) says it is alive while it computes."""
-    return min(max(HEARTBEAT_SECONDS, siblings / HEARTBEAT_BUDGET), timeout / 4)
-
-
-def batch_seconds(siblings: int) -> float:
-    """How often a sub-coordinator with `siblings` reports its results to its parent."""
-    return max(BATCH_SECONDS, siblings / BATCH_BUDGET)
 
 
 @dataclass
@@ -191,66 +144,6 @@ class WorkerState:
         if not self.group:
             return len(self.in_flight)
         return sum(not chunk.taken for chunk in self.in_flight.values())
-
-
-class VictimHeap:
-    """Workers by remaining work, most first (lowest rank on ties), with O(log N) updates.
-
-    A change only marks the worker; marked workers get a new entry, making
-    their older ones stale, when a victim is next looked for (steals are far
-    rarer than the events that change a worker). Stale entries are dropped
-    when they reach the top, and the heap is rebuilt when they outnumber the
-    live ones.
-    """
-
-    def __init__(self) -> None:
-        self.heap: list[tuple[float, int, int]] = []
-        self.version: dict[int, int] = {}
-        self.live: dict[int, float] = {}
-        self.changed: dict[int, WorkerState] = {}
-
-    def update(self, worker: WorkerState) -> None:
-        self.changed[worker.rank] = worker
-
-    def _refresh(self) -> None:
-        for rank, worker in self.changed.items():
-            version = self.version.get(rank, 0) + 1
-            self.version[rank] = version
-            if worker.in_flight and not worker.steal_pending and not worker.refused:
-                key = -worker.finish_at
-                self.live[rank] = key
-                heapq.heappush(self.heap, (key, rank, version))
-            else:
-                self.live.pop(rank, None)
-        self.changed.clear()
-        if len(self.heap) > 2 * len(self.live) + 64:
-            self.heap = [(key, rank, self.version[rank]) for rank, key in self.live.items()]
-            heapq.heapify(self.heap)
-
-    def _valid(self, entry: tuple[float, int, int]) -> bool:
-        return self.version.get(entry[1]) == entry[2] and entry[1] in self.live
-
-    def candidates(self) -> int:
-        """How many workers could be asked now."""
-        self._refresh()
-        return len(self.live)
-
-    def best(self, exclude: int) -> int | None:
-        """The rank with the most remaining work, other than `exclude`."""
-        self._refresh()
-        heap = self.heap
-        while heap and not self._valid(heap[0]):
-            heapq.heappop(heap)
-        if not heap:
-            return None
-        if heap[0][1] != exclude:
-            return heap[0][1]
-        top = heapq.heappop(heap)
-        while heap and not self._valid(heap[0]):
-            heapq.heappop(heap)
-        found = heap[0][1] if heap else None
-        heapq.heappush(heap, top)
-        return found
 
 
 class Scheduler:

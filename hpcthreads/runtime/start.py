@@ -27,14 +27,14 @@ from hpcthreads.runtime.dispatch import TIMELINE_LIMIT, WorkerLostError
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.monitor import Metrics, Monitor, Progress
 from hpcthreads.runtime.mpiutil import MPITransport, abort_on_exception, abort_world, init_mpi, setup_logging
-from hpcthreads.runtime.planning import Plan, make_plan
-from hpcthreads.runtime.scheduling import (
+from hpcthreads.runtime.pacing import (
     GROUP_TARGET_SECONDS,
     TARGET_SECONDS,
     batch_seconds,
     heartbeat_seconds,
     target_seconds,
 )
+from hpcthreads.runtime.planning import Plan, make_plan
 from hpcthreads.runtime.subcoordinator import SubCoordinator
 from hpcthreads.runtime.worker import ChunkRunner, Worker, hello_for
 from hpcthreads.workloads import make_workload

@@ -4,11 +4,11 @@ Towards its children it is a `BaseDispatcher`, like rank 0: it cuts what it
 holds into chunks sized to each worker, keeps two in flight per worker and
 steals between them. Towards its parent it looks like one big worker: it
 says hello for the whole group, receives shares of jobs (Tasks of about
-GROUP_TARGET_SECONDS of the group's work, two not yet handed out at any time:
+GROUP_TARGET_SECONDS of the group's work, one not yet handed out at a time:
 a short Batch says at once when a share has been handed out entirely),
 reports its results merged in one Batch every `batch_seconds` (at once when
-it has nothing left), and answers a steal with half of what it holds, or,
-once it holds nothing unassigned, with the part a worker gives back. So rank
+it has nothing left), and answers a steal with the thief's share of what it holds,
+or, once it holds nothing unassigned, with what several workers give back. So rank
 0 deals with a few messages per group and second, whatever the group's size.
 """
 
@@ -25,7 +25,8 @@ from typing import Any
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.dispatch import BaseDispatcher, WorkerLostError
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState, steal_share
+from hpcthreads.runtime.pacing import steal_share
+from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState
 from hpcthreads.workloads.base import BaseWorkload
 
 log = logging.getLogger("hpcthreads")

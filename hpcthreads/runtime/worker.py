@@ -22,7 +22,7 @@ from hpcthreads.backends.base import BaseBackend
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.mpiutil import Poller
-from hpcthreads.runtime.scheduling import HEARTBEAT_SECONDS, steal_share
+from hpcthreads.runtime.pacing import HEARTBEAT_SECONDS, steal_share
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 
 log = logging.getLogger("hpcthreads")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hpcthreads.runtime.scheduling import MIN_STEAL_SECONDS, JobQueue, Scheduler, WorkerState, steal_share
+from hpcthreads.runtime.pacing import MIN_STEAL_SECONDS, steal_share
+from hpcthreads.runtime.scheduling import JobQueue, Scheduler, WorkerState
 
 
 def queue(index, size=1000, batch=100, priority="normal", gpu=False, **kw):
@@ -302,7 +303,7 @@ def test_a_slow_thief_steals_only_when_its_share_ends_sooner():
 
 
 def test_chunk_time_heartbeats_and_batches_grow_with_the_number_of_children():
-    from hpcthreads.runtime.scheduling import batch_seconds, heartbeat_seconds, target_seconds
+    from hpcthreads.runtime.pacing import batch_seconds, heartbeat_seconds, target_seconds
 
     assert target_seconds(64, False) == 0.5 and target_seconds(64, True) == 2.0
     # Two messages a chunk: 4,096 workers at 1.6 s chunks send 5,000 messages per second
