@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,41 @@ SHORTHAND_OPTIONS = (
     "sieve_extra_bits",
     "max_depth",
 )
+
+
+class SecondsType(click.ParamType):
+    """A positive, finite number of seconds (or of items per second) within [low, high]."""
+
+    name = "seconds"
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or not self.low <= number <= self.high:
+            self.fail(f"{value!r} is not a number from {self.low:g} to {self.high:g}", param, ctx)
+        return number
+
+
+class OutputFileType(click.ParamType):
+    """A file to write: refused at once when empty or ending in '/' (a Path would drop the '/')."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Path:
+        text = str(value)
+        if not text.strip():
+            self.fail("the path is empty", param, ctx)
+        if text.endswith(os.sep):
+            self.fail(f"{text!r} names a directory; give a file name", param, ctx)
+        return Path(text)
+
+
+OUTPUT_FILE = OutputFileType()
 
 
 def _fail(exc: HPCThreadsError) -> None:
@@ -54,7 +91,7 @@ def main() -> None:
 @click.option(
     "-o",
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OUTPUT_FILE,
     default="hpcthreads.h5",
     show_default=True,
     help="HDF5 results file to write.",
@@ -100,14 +137,14 @@ def main() -> None:
 )
 @click.option(
     "--heartbeat-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SecondsType(0.001, 1e7),
     default=120.0,
     show_default=True,
     help="Seconds of silence after which a worker holding work is declared dead.",
 )
 @click.option(
     "--startup-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SecondsType(0.001, 1e7),
     default=600.0,
     show_default=True,
     help="Seconds a worker may take to start (loading MPI, compiling kernels on a cold cache).",
@@ -127,7 +164,7 @@ def main() -> None:
 )
 @click.option(
     "--checkpoint-interval",
-    type=float,
+    type=SecondsType(0.01, 1e7),
     default=30.0,
     show_default=True,
     help="Seconds between checkpoint snapshots of the ledger.",
@@ -142,18 +179,18 @@ def main() -> None:
 )
 @click.option(
     "--chunk-seconds",
-    type=click.FloatRange(min=0.001, max=3600),
+    type=SecondsType(0.001, 3600),
     help="Seconds of work per chunk (default: 0.5, longer from about 1,000 workers per coordinator).",
 )
 @click.option(
     "--heartbeat-interval",
-    type=click.FloatRange(min=0.01, max=3600),
+    type=SecondsType(0.01, 3600),
     help="Seconds between a busy worker's heartbeats (default: 1, longer on very large runs; "
     "at most a quarter of --heartbeat-timeout).",
 )
 @click.option(
     "--simulated-rate",
-    type=click.FloatRange(min=0, min_open=True),
+    type=SecondsType(1e-6, 1e18),
     default=1e9,
     show_default=True,
     help="With --backend simulated: items per second of one worker.",
@@ -167,7 +204,7 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress display (errors are still reported).")
 @click.option(
     "--progress-interval",
-    type=float,
+    type=SecondsType(0.01, 1e7),
     default=30.0,
     show_default=True,
     help="Seconds between progress lines when stderr is not a terminal (batch logs).",
@@ -235,6 +272,7 @@ def run(
             jobs=jobs,
             output=output,
             source=source,
+            job_path=None if target in JOB_TYPES else Path(target),
             force=force,
             backend=backend,
             device=device,
@@ -311,7 +349,7 @@ def status(output: Path, as_json: bool) -> None:
     """Progress of a run of OUTPUT, running, stopped or done: per job done/total.
 
     Reads OUTPUT's ledger (OUTPUT.checkpoint and OUTPUT.ledger) while a run is
-    in progress or stopped, and OUTPUT itself once it is complete. Exit status
+    running (OUTPUT.lock is held) or stopped, and OUTPUT itself once it is complete. Exit status
     0 when the run is complete, 3 when work remains.
     """
     from hpcthreads.tools.status import format_status, run_status
@@ -325,7 +363,7 @@ def status(output: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("output", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("output", type=OUTPUT_FILE)
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 def merge(output: Path, inputs: tuple[Path, ...], force: bool) -> None:
@@ -410,7 +448,9 @@ def export(path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tup
 @main.command()
 @click.option("--device", default="local-rank", show_default=True, help="Device policy, as for `run`.")
 @click.option(
-    "--ranks", type=int, help="Ranks on this node to place (default: the launcher's, else one per GPU + 1)."
+    "--ranks",
+    type=click.IntRange(min=1, max=1 << 20),
+    help="Ranks on this node to place (default: the launcher's, else one per GPU + 1).",
 )
 @click.option(
     "--warm-up",

@@ -63,6 +63,13 @@ PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
     },
 }
 
+# Numbers are refused before they are computed beyond this: no job needs more than 128 bits
+MAX_BITS = 1024
+MAX_DIGITS = 308
+MAX_NUMBER_TEXT = 400
+# Job names: they name HDF5 groups and exported files
+MAX_NAME = 100
+NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_NAME - 1}}}"
 _SCI = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?[eE][+-]?\d+)")
 
 
@@ -75,13 +82,15 @@ def parse_int(value: Any, what: str) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"{what}: expected an integer, got {value!r}")
     if isinstance(value, int):
-        return value
+        return _bounded(value, str(value)[:20] + "...", what)
     if isinstance(value, float):
         if value.is_integer() and abs(value) < 2**53:
             return int(value)
         raise ConfigError(f"{what}: {value!r} is not an exact integer; write it as a string")
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{what}: expected an integer, got {value!r}")
+    if len(value) > MAX_NUMBER_TEXT:
+        raise ConfigError(f"{what}: {len(value)} characters is too long for a number")
     text = _SCI.sub(lambda m: _exact_sci(m.group(1), what), value.strip().replace("^", "**"))
     try:
         tree = ast.parse(text, mode="eval")
@@ -95,14 +104,17 @@ def _exact_sci(literal: str, what: str) -> str:
         number = Decimal(literal)
     except InvalidOperation:
         raise ConfigError(f"{what}: cannot read {literal!r}") from None
+    if number.adjusted() > MAX_DIGITS:
+        raise ConfigError(f"{what}: {literal!r} has more than {MAX_DIGITS} digits")
     if number != number.to_integral_value():
         raise ConfigError(f"{what}: {literal!r} is not an integer")
     return str(int(number))
 
 
 def _eval_int(node: ast.AST, source: str, what: str) -> int:
+    """Evaluate an integer expression, refusing any value of more than MAX_BITS before computing it."""
     if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
+        return _bounded(node.value, source, what)
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         operand = _eval_int(node.operand, source, what)
         return -operand if isinstance(node.op, ast.USub) else operand
@@ -110,13 +122,23 @@ def _eval_int(node: ast.AST, source: str, what: str) -> int:
         left = _eval_int(node.left, source, what)
         right = _eval_int(node.right, source, what)
         if isinstance(node.op, ast.Pow):
-            if right < 0 or right > 4096:
-                raise ConfigError(f"{what}: exponent out of range in {source!r}")
-            return left**right
-        if isinstance(node.op, ast.Add):
-            return left + right
-        return left - right if isinstance(node.op, ast.Sub) else left * right
+            if right < 0:
+                raise ConfigError(f"{what}: negative exponent in {source!r}")
+            if abs(left) > 1 and (abs(left).bit_length() - 1) * right > MAX_BITS:
+                raise ConfigError(f"{what}: {source!r} has more than {MAX_DIGITS} digits")
+            return _bounded(left**right, source, what)
+        if isinstance(node.op, ast.Mult):
+            if abs(left).bit_length() + abs(right).bit_length() > MAX_BITS + 1:
+                raise ConfigError(f"{what}: {source!r} has more than {MAX_DIGITS} digits")
+            return _bounded(left * right, source, what)
+        return _bounded(left + right if isinstance(node.op, ast.Add) else left - right, source, what)
     raise ConfigError(f"{what}: cannot read {source!r} as an integer")
+
+
+def _bounded(value: int, source: str, what: str) -> int:
+    if abs(value).bit_length() > MAX_BITS:
+        raise ConfigError(f"{what}: {source!r} has more than {MAX_DIGITS} digits")
+    return value
 
 
 @dataclass(frozen=True)
@@ -166,6 +188,8 @@ class RunConfig:
     jobs: tuple[Job, ...]
     output: Path
     source: str = ""
+    # The job file, when the jobs came from one (an output may never be written over it)
+    job_path: Path | None = None
     force: bool = False
     backend: str = "auto"
     device: str = "local-rank"
@@ -199,12 +223,19 @@ def make_job(entry: Any, index: int) -> Job:
         raise ConfigError(f"job #{index + 1}: expected a mapping, got {type(entry).__name__}")
     name = entry.get("name", f"job{index + 1}")
     label = f"job {name!r}"
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-        raise ConfigError(f"job #{index + 1}: name must be letters, digits, '_', '-' or '.'")
+    if not isinstance(name, str):
+        raise ConfigError(f"job #{index + 1}: name must be text; quote it (name: '{name}')")
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ConfigError(
+            f"job #{index + 1}: name {name!r}: up to {MAX_NAME} letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
+        )
     unknown = sorted(set(entry) - JOB_KEYS)
     if unknown:
         raise ConfigError(f"{label}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(JOB_KEYS))})")
     jtype = entry.get("type")
+    if jtype is None:
+        raise ConfigError(f"{label}: type is missing (one of {', '.join(JOB_TYPES)})")
     if jtype not in JOB_TYPES:
         raise ConfigError(f"{label}: type: unknown job type {jtype!r} (one of {', '.join(JOB_TYPES)})")
     priority = entry.get("priority", "normal")
@@ -298,10 +329,48 @@ def parse_job_text(text: str, origin: str = "job file") -> tuple[Job, ...]:
 
     try:
         if text.lstrip().startswith("{"):
-            document = json.loads(text)
+            document = json.loads(text, object_pairs_hook=_unique_keys)
         else:
-            document = yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+            document = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{origin}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"{origin}: not valid YAML ({where}{exc.problem or exc.context})") from None
+    except ValueError:
+        raise ConfigError(f"{origin}: a number in it has more than {MAX_DIGITS} digits") from None
+    except yaml.YAMLError as exc:
         detail = str(exc).splitlines()[0]
-        raise ConfigError(f"{origin}: not valid YAML or JSON ({detail})") from None
+        raise ConfigError(f"{origin}: not valid YAML ({detail})") from None
     return make_jobs(document)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise json.JSONDecodeError(f"duplicate key {key!r}", "", 0)
+        mapping[key] = value
+    return mapping
+
+
+def _strict_loader() -> type:
+    """A SafeLoader that refuses a key given twice in one mapping (YAML would keep the last)."""
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return StrictLoader

@@ -50,20 +50,6 @@ class Finish:
     done: dict[str, list[list[int]]]
 
 
-def check_output_path(path: Path, force: bool) -> None:
-    """Refuse an output that exists (unless forced) or whose directory is missing."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"output {str(path)!r}: directory {str(parent)!r} does not exist")
-    if path.is_dir():
-        raise OutputError(f"output {str(path)!r} is a directory")
-    if path.exists() and not force:
-        raise OutputError(f"output {str(path)!r} exists; use --force to overwrite it")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output {str(path)!r}: directory {str(parent)!r} is not writable")
-
-
 def layout_attrs(run_attrs: dict[str, Any]) -> dict[str, Any]:
     """The root attributes of a new file, computed once (on rank 0) and shared."""
     attrs = {

@@ -7,6 +7,8 @@ gather or mpio writing. Every refusal is a one-line error naming the file.
 from __future__ import annotations
 
 import json
+import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +51,7 @@ def choose_io(requested: str, size: int) -> str:
 
 def make_plan(config: RunConfig, size: int) -> Plan:
     from hpcthreads.backends import backend_class
-    from hpcthreads.io.writer import check_output_path
+    from hpcthreads.io.paths import check_output_path
 
     if config.backend != "auto":
         backend_class(config.backend)  # an unknown name is refused before any file is made
@@ -77,8 +79,37 @@ def make_plan(config: RunConfig, size: int) -> Plan:
             )
         plan.partial.unlink(missing_ok=True)
         ledger.remove(output)
-    check_output_path(output, config.force)
+    check_output_path(output, config.force, [config.job_path] if config.job_path else [])
+    check_space(config, output)
     return plan
+
+
+def check_space(config: RunConfig, output: Path) -> None:
+    """Refuse a run whose per-item datasets (allocated when the file is made) cannot fit."""
+    import numpy as np
+
+    from hpcthreads.workloads import make_workload
+
+    needed = 0
+    for job in config.jobs:
+        for shape, dtype in make_workload(job).datasets().values():
+            needed += math.prod(shape) * np.dtype(dtype).itemsize
+    if not needed:
+        return
+    folder = output.parent if str(output.parent) else Path(".")
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        have = f"{folder} has {_size(free)} free"
+        raise OutputError(f"{output}: the per-item data of its jobs needs {_size(needed)}, and {have}")
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:,.1f} {unit}" if unit != "bytes" else f"{count:,} bytes"
+        value /= 1024
+    return f"{count} bytes"
 
 
 def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None:
@@ -93,11 +124,16 @@ def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None
         )
     from hpcthreads.workloads import make_workload, plain_merger
 
+    workloads = [make_workload(job) for job in config.jobs]
     try:
-        state = ledger.load(plan.output, plain_merger([make_workload(job) for job in config.jobs]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise OutputError(f"cannot resume {plan.output}: its ledger is unreadable ({exc})") from None
-    _check_same_jobs(config, state.config, plan.output)
+        state = ledger.load(plan.output, plain_merger(workloads))
+        _check_same_jobs(config, state.config, plan.output)
+        _check_consistent(state, workloads)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise OutputError(
+            f"cannot resume {plan.output}: its ledger is unreadable or inconsistent "
+            f"({exc.__class__.__name__}: {str(exc)[:200]}); the files are left as they are"
+        ) from None
     _check_same_jobs(config, _file_config(plan.partial), plan.partial)
     if bool(_file_attr(plan.partial, "simulated")) != (config.backend == "simulated"):
         raise ConfigError(
@@ -105,6 +141,27 @@ def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None
             "a computing run cannot finish each other; use --force to start again"
         )
     return state
+
+
+def _check_consistent(state: ledger.LedgerState, workloads: list) -> None:
+    """ValueError unless every recorded range lies in its job and every summary reads and counts it."""
+    by_name = {w.job.name: w for w in workloads}
+    for name, ranges in state.done.items():
+        if name not in by_name:
+            raise ValueError(f"it records work of job {name!r}, which the job file does not have")
+        size = by_name[name].job.size
+        spans = ranges.spans
+        if spans and (spans[0][0] < 0 or spans[-1][1] > size):
+            raise ValueError(f"job {name!r} has {size} items, but the ledger records {spans[0]}..{spans[-1]}")
+        summary = by_name[name].summary_from_plain(state.summaries[name])
+        if summary.count != ranges.covered():
+            raise ValueError(
+                f"job {name!r}: the summary counts {summary.count} items, the ranges {ranges.covered()}"
+            )
+    for name, tables in state.extra.items():
+        for table, rows in tables.items():
+            if not all(isinstance(v, int) for row in rows for v in row):
+                raise ValueError(f"job {name!r}: its {table} rows are not integers")
 
 
 def _file_config(path: Path) -> str:

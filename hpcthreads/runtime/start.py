@@ -21,12 +21,14 @@ from hpcthreads.backends.simulated import SIMULATED_NOTE
 from hpcthreads.config import Job, RunConfig
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io import schema
+from hpcthreads.io.paths import check_output_path, replace_output
 from hpcthreads.runtime import devices, ledger, topology
 from hpcthreads.runtime.coordinator import Coordinator, Outcome
 from hpcthreads.runtime.dispatch import TIMELINE_LIMIT, WorkerLostError
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.monitor import Metrics, Monitor, Progress
 from hpcthreads.runtime.mpiutil import MPITransport, abort_on_exception, abort_world, init_mpi, setup_logging
+from hpcthreads.runtime.outputlock import OutputLock
 from hpcthreads.runtime.pacing import (
     GROUP_TARGET_SECONDS,
     TARGET_SECONDS,
@@ -81,8 +83,10 @@ def run(config: RunConfig) -> RunResult:
     abort_on_exception(comm)
     faults = Faults.from_env()
     faults.limit_files()
-    plan = _agree(comm, rank, size, config)
+    plan, lock = _agree(comm, rank, size, config)
     if plan.complete:
+        if lock is not None:
+            lock.release()
         return RunResult(rank, size, message=f"{config.output} is already complete; nothing to resume")
     nodes = node_ids(comm) if size > 1 and levels else None
     tree = topology.build(size, topology.resolve(levels, size, nodes), nodes)
@@ -94,9 +98,13 @@ def run(config: RunConfig) -> RunResult:
         choice = devices.for_slot(policy, slot, os.environ, f"a {role} computes nothing")
     devices.bind(choice)
     workloads = [make_workload(job) for job in config.jobs]
-    writer = _open_writer(comm, rank, plan, workloads, config, tree)
     if rank == 0:
-        return _coordinate(comm, config, plan, workloads, writer, faults, choice, tree)
+        try:
+            writer = _open_writer(comm, rank, plan, workloads, config, tree)
+            return _coordinate(comm, config, plan, workloads, writer, faults, choice, tree)
+        finally:
+            lock.release()
+    writer = _open_writer(comm, rank, plan, workloads, config, tree)
     parent, siblings = tree.parent[rank], len(tree.children[tree.parent[rank]])
     heartbeat = config.heartbeat_interval or heartbeat_seconds(siblings, config.heartbeat_timeout)
     if tree.role(rank) == "worker":
@@ -169,13 +177,18 @@ def _simulation(config: RunConfig, rank: int) -> dict[str, Any]:
     return {"rate": config.simulated_rate, "slow": config.simulated_slow, "rank": rank}
 
 
-def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> Plan:
-    """Rank 0 answers every filesystem question; all ranks get the same plan or error."""
+def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> tuple[Plan, OutputLock | None]:
+    """Rank 0 takes the output's lock and answers every filesystem question; all ranks get the same
+    plan or error. Returns the plan and, on rank 0, the lock it holds for the rest of the run."""
     plan: Plan | HPCThreadsError
-    if rank == 0:
+    lock = OutputLock(config.output) if rank == 0 else None
+    if lock is not None:
         try:
+            check_output_path(config.output, True)  # a place a file may go, before its lock is made
+            lock.acquire()
             plan = make_plan(config, size)
         except HPCThreadsError as exc:
+            lock.release()
             plan = exc
     else:
         plan = None  # type: ignore[assignment]
@@ -183,7 +196,7 @@ def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> Plan:
         plan = comm.bcast(plan, root=0)
     if isinstance(plan, HPCThreadsError):
         raise plan
-    return plan
+    return plan, lock
 
 
 def _open_writer(
@@ -201,7 +214,8 @@ def _open_writer(
         attrs = layout_attrs(_run_attrs(config, tree, plan.io)) if rank == 0 else None
         try:
             writer.create_layout(comm.bcast(attrs, root=0) if plan.io == "mpio" else attrs)
-        except (OSError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - HDF5 reports a layout it cannot make in several ways
+            # A file that holds no work yet must not stay behind as a "stopped run"
             writer.abandon()
             raise OutputError(
                 f"cannot create {plan.partial} ({exc.__class__.__name__}: {_first_line(exc)})"
@@ -281,7 +295,7 @@ def _coordinate(
             abort_world(comm, 1)
         raise
     if not outcome.interrupted:
-        plan.partial.replace(plan.output)
+        replace_output(plan.partial, plan.output)
         ledger.remove(plan.output)
     result = RunResult(
         0, size, {workloads[i].job.name: s for i, s in outcome.summaries.items()}, time.perf_counter() - t0

@@ -9,7 +9,6 @@ records, histograms and maxima) and copies per-item data into place.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -21,7 +20,8 @@ from hpcthreads.config import PARAMETERS, SPEED_ONLY_PARAMETERS, Job, make_job
 from hpcthreads.errors import ConfigError
 from hpcthreads.io import schema
 from hpcthreads.io.parts import ResultsPart
-from hpcthreads.io.writer import Finish, JobEnd, SerialWriter, check_output_path, layout_attrs
+from hpcthreads.io.paths import check_output_path
+from hpcthreads.io.writer import Finish, JobEnd, SerialWriter, layout_attrs
 from hpcthreads.workloads import make_workload
 from hpcthreads.workloads.base import ChunkOutput
 
@@ -102,10 +102,7 @@ def merge_files(output: Path, inputs: Sequence[Path], force: bool = False) -> li
     """Write OUTPUT from the results files INPUTS; returns the merged jobs."""
     if not inputs:
         raise ConfigError("merge: give at least one input file")
-    check_output_path(output, force)
-    for path in inputs:
-        if Path(output).exists() and Path(path).exists() and os.path.samefile(output, path):
-            raise ConfigError(f"merge: the output {str(output)!r} is also an input")
+    check_output_path(output, force, inputs)
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
     with ExitStack() as stack:

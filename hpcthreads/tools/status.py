@@ -9,6 +9,7 @@ from typing import Any
 
 from hpcthreads.errors import OutputError
 from hpcthreads.runtime import ledger
+from hpcthreads.runtime.outputlock import holder
 
 
 def run_status(output: Path) -> dict[str, Any]:
@@ -23,20 +24,34 @@ def run_status(output: Path) -> dict[str, Any]:
 
 
 def _from_ledger(output: Path) -> dict[str, Any]:
-    # Summaries are not needed here: keep the newest instead of merging
-    state = ledger.load(output, lambda _name, _a, b: b)
-    jobs = {}
-    for job in json.loads(state.config)["jobs"]:
-        params = job["parameters"]
-        total = params.get("count", params.get("thread_count"))
-        ranges = state.done.get(job["name"])
-        done = ranges.covered() if ranges else 0
-        jobs[job["name"]] = {"type": job["type"], "done": done, "total": total, "complete": done >= total}
+    try:
+        # Summaries are not needed here: keep the newest instead of merging
+        state = ledger.load(output, lambda _name, _a, b: b)
+        jobs = {}
+        for job in json.loads(state.config)["jobs"]:
+            params = job["parameters"]
+            total = params.get("count", params.get("thread_count"))
+            ranges = state.done.get(job["name"])
+            done = ranges.covered() if ranges else 0
+            jobs[job["name"]] = {"type": job["type"], "done": done, "total": total, "complete": done >= total}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        _, checkpoint = ledger.paths(output)
+        raise OutputError(
+            f"cannot read the ledger of {output} ({checkpoint.name} and {output.name}.ledger): "
+            f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        ) from None
     age = time.time() - state.updated if state.updated else None
     complete = all(job["complete"] for job in jobs.values())
+    running = holder(output)
+    if running:
+        state_text = f"running ({running})"
+    elif state.stopped:
+        state_text = f"stopped: {state.stopped}"
+    else:
+        state_text = "stopped (killed, or its node lost): the same command with --resume finishes it"
     return {
         "file": str(output),
-        "state": f"stopped: {state.stopped}" if state.stopped else "in progress or stopped",
+        "state": state_text,
         "complete": complete,
         "seconds_since_progress": age,
         "jobs": jobs,

@@ -121,6 +121,6 @@ jobs:
 
 
 @pytest.mark.parametrize("text", ["jobs: [unclosed", '{"jobs": ', "\tjobs:\n\t- a"])
-def test_invalid_yaml_or_json_is_refused(text):
-    with pytest.raises(ConfigError, match="not valid YAML or JSON"):
+def test_invalid_yaml_or_json_is_refused_with_its_line_and_column(text):
+    with pytest.raises(ConfigError, match=r"not valid (YAML|JSON) \(line \d+, column \d+: "):
         parse_job_text(text)

@@ -1,0 +1,225 @@
+"""Bad input and misused files: a one-line error (exit 2), no traceback, no hang, files untouched.
+
+Grouped by class, as a demanding user or an adversarial tester would try
+them. Every case fails without the fix it pins.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from helpers import cli, kill_run
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def refused(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    report = f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 2, report
+    assert "Traceback" not in proc.stderr, report
+    for needle in needles:
+        assert needle in proc.stderr, report
+
+
+# Output files
+
+
+def test_force_never_replaces_a_device(tmp_path):
+    proc = cli("run", "collatz", "--count", "100", "-o", "/dev/null", "--force")
+    refused(proc, "is a device, socket or pipe")
+    assert not os.path.isfile("/dev/null") and os.path.exists("/dev/null")
+
+
+def test_a_fifo_where_the_output_goes_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "out.h5"
+    os.mkfifo(fifo)
+    refused(cli("run", "collatz", "--count", "100", "-o", str(fifo), "--force", timeout=30), "device, socket")
+
+
+def test_the_job_file_is_never_the_output(tmp_path):
+    jobs = tmp_path / "j.yaml"
+    text = "jobs:\n  - {name: a, type: collatz, parameters: {count: 10}}\n"
+    jobs.write_text(text)
+    refused(cli("run", str(jobs), "-o", str(jobs), "--force"), "is also an input")
+    assert jobs.read_text() == text
+
+
+@pytest.mark.parametrize("output,message", [("", "the path is empty"), ("newdir/", "names a directory")])
+def test_an_output_that_is_no_file_name_is_refused(tmp_path, output, message):
+    proc = cli("run", "collatz", "--count", "10", "-o", output, cwd=tmp_path)
+    assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_is_never_the_output(tmp_path):
+    (tmp_path / "d").mkdir()
+    refused(cli("run", "collatz", "--count", "10", "-o", str(tmp_path / "d"), "--force"), "is a directory")
+
+
+def test_an_impossible_size_is_refused_before_any_file_is_made(tmp_path):
+    out = tmp_path / "big.h5"
+    proc = cli("run", "collatz", "--count", "2**61", "--store", "per-number", "-o", str(out))
+    refused(proc, "needs", "free")
+    assert list(tmp_path.iterdir()) == [], "no orphan .partial, nothing to --resume"
+    assert cli("run", "collatz", "--count", "10", "-o", str(out)).returncode == 0
+
+
+# One run per output
+
+
+def _start_slow_run(out):
+    command = [sys.executable, "-m", "hpcthreads", "run", "collatz", "--count", "1e9", "-o", str(out)]
+    command += [
+        "--backend",
+        "simulated",
+        "--simulated-rate",
+        "1e8",
+        "--quiet",
+        "--checkpoint-interval",
+        "0.2",
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while not out.with_name(out.name + ".checkpoint").exists():
+        assert time.monotonic() < deadline and proc.poll() is None, "the first run did not start"
+        time.sleep(0.05)
+    return proc
+
+
+def test_a_live_run_keeps_its_output_from_a_second_run_force_and_resume(tmp_path):
+    out = tmp_path / "same.h5"
+    first = _start_slow_run(out)
+    try:
+        for extra in ([], ["--force"], ["--resume"]):
+            proc = cli("run", "collatz", "--count", "1e6", "-o", str(out), "--backend", "simulated", *extra)
+            refused(proc, f"a run is writing {out} (pid {first.pid} on")
+        status = cli("status", str(out))
+        assert status.returncode == 3 and f"running (pid {first.pid} on" in status.stdout, status.stdout
+        assert first.poll() is None, "the first run was not disturbed"
+    finally:
+        kill_run(first, signal.SIGKILL)
+    status = cli("status", str(out))
+    assert "stopped (killed" in status.stdout and "--resume" in status.stdout, status.stdout
+    args = ["run", "collatz", "--count", "1e9", "-o", str(out), "--backend", "simulated", "--resume"]
+    resumed = cli(*args, "--simulated-rate", "1e10", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert not out.with_name("same.h5.lock").exists()
+    assert (
+        json.loads(cli("inspect", str(out), "--json", check=True).stdout)["jobs"]["collatz"]["count"] == 10**9
+    )
+
+
+# Numbers
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1e999999999", "((2**4096)**4096)**4096", "1e5000", "9" * 5000, "10**400", "2**2000*2**2000"],
+)
+def test_numbers_are_bounded_before_they_are_computed(tmp_path, value):
+    t0 = time.monotonic()
+    proc = cli("run", "collatz", "--count", value, "-o", str(tmp_path / "x.h5"), timeout=30)
+    refused(proc, "count")
+    assert time.monotonic() - t0 < 20
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_huge_integer_in_a_job_file_is_refused(tmp_path):
+    jobs = tmp_path / "j.yaml"
+    jobs.write_text("jobs:\n  - {name: a, type: collatz, parameters: {count: " + "1" * 5000 + "}}\n")
+    refused(cli("run", str(jobs), "-o", str(tmp_path / "x.h5")), "more than 308 digits")
+
+
+# Job files
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (
+            "jobs:\n  - name: a\n    type: collatz\n    type: verify\n",
+            "line 4, column 5: duplicate key 'type'",
+        ),
+        ('{"jobs": [{"name": "a", "name": "b", "type": "collatz"}]}', "duplicate key 'name'"),
+        ("jobs:\n  - {name: a, type: collatz, parameters: {count: 10}\n", "not valid YAML (line 3, column 1"),
+        ("jobs:\n  - {name: x, parameters: {count: 10}}\n", "job 'x': type is missing"),
+        ("jobs:\n  - {name: 123, type: collatz}\n", "name must be text; quote it (name: '123')"),
+        ("jobs:\n  - {name: ., type: collatz}\n", "starting with a letter or digit"),
+        ("jobs:\n  - {name: " + "a" * 101 + ", type: collatz}\n", "up to 100 letters"),
+    ],
+)
+def test_job_file_mistakes_are_named(tmp_path, text, message):
+    jobs = tmp_path / "j.yaml"
+    jobs.write_text(text)
+    refused(cli("run", str(jobs), "-o", str(tmp_path / "x.h5")), message)
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("--checkpoint-interval", "-1"),
+        ("--checkpoint-interval", "0"),
+        ("--checkpoint-interval", "nan"),
+        ("--progress-interval", "0"),
+        ("--progress-interval", "-5"),
+        ("--heartbeat-timeout", "inf"),
+    ],
+)
+def test_intervals_must_be_positive_finite_seconds(tmp_path, option, value):
+    proc = cli("run", "collatz", "--count", "10", "-o", str(tmp_path / "x.h5"), option, value)
+    assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_refuses_a_negative_rank_count():
+    proc = cli("info", "--ranks", "-3")
+    assert proc.returncode == 2 and "--ranks" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Damaged ledgers
+
+
+def _stopped_run(tmp_path):
+    out = tmp_path / "stopped.h5"
+    # Killed after enough chunks for some to be committed (a group lasts 50 ms)
+    faults = {"HPCTHREADS_TEST_FAULTS": "kill:rank=0,after=200"}
+    args = ["run", "collatz", "--start", "2**40", "--count", "1e8", "--batch-size", "1e4", "-o", str(out)]
+    args += ["--checkpoint-interval", "0.05"]
+    cli(*args, "--chunk-seconds", "0.001", env=faults)
+    assert out.with_name("stopped.h5.partial").exists()
+    return out, args
+
+
+@pytest.mark.parametrize("damage", [b'{"bad', b"\xff\xfe\x00"])
+def test_status_and_resume_name_a_damaged_checkpoint_and_leave_it(tmp_path, damage):
+    out, args = _stopped_run(tmp_path)
+    checkpoint = out.with_name("stopped.h5.checkpoint")
+    checkpoint.write_bytes(damage)
+    status = cli("status", str(out))
+    refused(status, "cannot read the ledger of")
+    refused(cli(*args, "--resume"), "unreadable")
+    assert checkpoint.read_bytes() == damage
+
+
+def test_a_ledger_line_outside_its_job_is_refused_before_anything_is_changed(tmp_path):
+    out, args = _stopped_run(tmp_path)
+    ledger_path = out.with_name("stopped.h5.ledger")
+    lines = [json.loads(line) for line in ledger_path.read_text().splitlines()]
+    lines.append({"seq": 10**6, "job": "collatz", "spans": [[10**12, 5]], "ended": 1.0, "total": {}})
+    ledger_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    # The killed run's lock file goes (nothing holds it); the run's files stay as they are
+    def files():
+        return {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".lock"}
+
+    before = files()
+    refused(cli(*args, "--resume"), "inconsistent", "the files are left as they are")
+    assert files() == before
