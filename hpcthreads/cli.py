@@ -427,15 +427,20 @@ def report(path: Path, folder: Path | None, with_html: bool) -> None:
     help="Write Parquet files here (needs pyarrow).",
 )
 @click.option("--job", "jobs", multiple=True, help="Export only this job (repeatable).")
-def export(path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tuple[str, ...]) -> None:
-    """Records, histograms and per-item arrays of a results file as CSV or Parquet."""
+@click.option("--force", is_flag=True, help="Overwrite files of the same names in the folder.")
+def export(
+    path: Path, csv_dir: Path | None, parquet_dir: Path | None, jobs: tuple[str, ...], force: bool
+) -> None:
+    """Records, histograms, per-item arrays and exact overflow values of a results file as CSV or
+    Parquet (one file per table: DIR/JOB-TABLE.csv). Values beyond 64 bits are decimal text.
+    Only complete jobs are exported."""
     from hpcthreads.tools.export import export as export_tables
 
     if (csv_dir is None) == (parquet_dir is None):
         _fail(ConfigError("give exactly one of --csv DIR or --parquet DIR"))
     try:
         written = export_tables(
-            path, csv_dir or parquet_dir, "csv" if csv_dir else "parquet", list(jobs) or None
+            path, csv_dir or parquet_dir, "csv" if csv_dir else "parquet", list(jobs) or None, force
         )
     except KeyError as exc:
         _fail(ConfigError(str(exc.args[0])))

@@ -12,6 +12,7 @@ with hpcthreads.open("out.h5") as results:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class JobResults:
         self.group = group
         self.summary = read_summary(group)
         self.type = self.summary["type"]
+        self._overflows: list[list[int]] | None = None
 
     @property
     def start(self) -> int:
@@ -61,8 +63,10 @@ class JobResults:
     def array(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """A per-item dataset (or rows start:stop of it) as an array.
 
-        `peak` and `paths` come back exact: uint64 when the job needs no high
-        word, otherwise Python integers (object arrays) joining both words.
+        `peak`, `paths` and `final` come back exact: uint64 when the job needs
+        no high word, otherwise Python integers (object arrays) joining both
+        words, with every value of 2^128 or more (stored as a placeholder) taken
+        from the job's overflow table.
         """
         if name not in self.group:
             raise OutputError(
@@ -73,7 +77,37 @@ class JobResults:
         if high_name not in self.group:
             return low
         high = self.group[high_name][start:stop]
-        return (high.astype(object) << 64) | low.astype(object)
+        values = (high.astype(object) << 64) | low.astype(object)
+        self._fill_overflows(name, values, start)
+        return values
+
+    def overflows(self) -> list[list[int]]:
+        """The exact values of 2^128 and more: rows (n, peak) of a collatz job, (thread, step, value)
+        of a thread job (thread counted from the job's first)."""
+        if self._overflows is None:
+            table = "peak_overflow" if self.type == "collatz" else "overflow"
+            data = self.group[table][()] if table in self.group else np.zeros((0, 2))
+            self._overflows = schema.decode_table(data)
+        return self._overflows
+
+    def _fill_overflows(self, name: str, values: np.ndarray, start: int) -> None:
+        rows = self.overflows() if name in ("peak", "paths", "final") else []
+        if not rows:
+            return
+        if name == "peak":
+            for n, peak in rows:
+                if 0 <= n - self.start - start < len(values):
+                    values[n - self.start - start] = peak
+            return
+        depth = self.group["depth"][start : start + len(values)] if name == "final" else None
+        for thread, step, value in rows:
+            i = thread - start
+            if not 0 <= i < len(values):
+                continue
+            if name == "paths":
+                values[i, step] = value
+            elif step == depth[i]:
+                values[i] = value
 
     def blocks(self, name: str, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """(offset, block) pieces of a per-item dataset, for data larger than memory."""
@@ -118,7 +152,13 @@ class Results:
 
     @property
     def names(self) -> list[str]:
-        return list(self.file["jobs"])
+        """The jobs in the order of the job file: the order of every job index (/run/chunks/job)."""
+        present = list(self.file["jobs"])
+        try:
+            listed = [job["name"] for job in json.loads(str(self.attrs.get("config", "")))["jobs"]]
+        except (ValueError, KeyError, TypeError):
+            return present
+        return [name for name in listed if name in present] + [n for n in present if n not in listed]
 
     def __iter__(self) -> Iterator[JobResults]:
         return (self[name] for name in self.names)

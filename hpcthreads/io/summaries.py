@@ -118,5 +118,6 @@ def read_summary(group: Any) -> dict[str, Any]:
         out["max_steps"] = decode_int(attrs["max_steps"])
         out["covered"] = decode_int(attrs["covered"]) if "covered" in attrs else 0
         out["max_glide"] = _get_max(group, "max_glide")
+        out["glide_records"] = decode_table(records["glide"][()]) if records and "glide" in records else []
         out["unresolved"] = [decode_int(v) for v in group["unresolved"][()]] if "unresolved" in group else []
     return out

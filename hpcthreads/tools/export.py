@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from hpcthreads.errors import ConfigError
+from hpcthreads.errors import ConfigError, OutputError
+from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.results import BLOCK_ROWS, JobResults, Results
 
 Table = tuple[list[str], Iterator[list[list[Any]]]]
@@ -34,6 +35,14 @@ def job_tables(job: JobResults, rows: int = BLOCK_ROWS) -> dict[str, Table]:
     hist = job.histogram
     if hist.any():
         tables["histogram"] = (["delay", "count"], iter([[[d, int(c)] for d, c in enumerate(hist) if c]]))
+    overflows = job.overflows() if job.type in ("collatz", "thread") else []
+    if overflows and job.type == "collatz":
+        tables["peak-overflow"] = (["n", "peak"], iter([[[str(v) for v in row] for row in overflows]]))
+    elif overflows:
+        tables["overflow"] = (
+            ["thread", "step", "value"],
+            iter([[[str(v) for v in row] for row in overflows]]),
+        )
     names = [n for n in job.datasets() if not n.endswith("_hi")]
     if job.type == "collatz" and names:
         columns = [n for n in ("delay", "glide", "peak") if n in names]
@@ -70,17 +79,45 @@ def _threads(job: JobResults, rows: int) -> Iterator[list[list[Any]]]:
         ]
 
 
-def export(output: Path, folder: Path, fmt: str, jobs: list[str] | None = None) -> list[Path]:
-    """Write every table of the chosen jobs as FOLDER/JOB-TABLE.csv or .parquet."""
-    folder.mkdir(parents=True, exist_ok=True)
+def export(
+    output: Path, folder: Path, fmt: str, jobs: list[str] | None = None, force: bool = False
+) -> list[Path]:
+    """Write every table of the chosen jobs as FOLDER/JOB-TABLE.csv or .parquet.
+
+    Only complete jobs are exported (an unfinished job's unwritten rows would
+    read as data), and existing files are replaced only with `force`.
+    """
     written = []
     with Results(output) as results:
-        for name in jobs or results.names:
-            for table, (header, blocks) in job_tables(results[name]).items():
-                path = folder / f"{name}-{table}.{fmt}"
+        chosen = [results[name] for name in jobs or results.names]
+        for job in chosen:
+            state = job.summary["state"]
+            if state != "complete":
+                raise OutputError(
+                    f"job {job.name!r} of {output} is {state}, not complete: its unfinished rows would read "
+                    "as data; finish the run (--resume) first"
+                )
+        _make_folder(folder)
+        plans = [
+            (job, table, folder / f"{job.name}-{table}.{fmt}") for job in chosen for table in job_tables(job)
+        ]
+        for _, _, path in plans:
+            check_output_path(path, force, [output])
+        for job, table, path in plans:
+            header, blocks = job_tables(job)[table]
+            try:
                 (_write_csv if fmt == "csv" else _write_parquet)(path, header, blocks)
-                written.append(path)
+            except OSError as exc:
+                raise OutputError(f"cannot write {path} ({exc.strerror})") from None
+            written.append(path)
     return written
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the folder {str(folder)!r} ({exc.strerror})") from None
 
 
 def _write_csv(path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:

@@ -37,6 +37,7 @@ def format_job(name: str, job: dict[str, Any]) -> list[str]:
             lines.append(f"  {kind_} records: {_records(job[kind_ + '_records'])}")
     elif kind == "verify":
         lines.append(f"  covered {job['covered']:,}; max glide {_pair(job['max_glide'])}")
+        lines.append(f"  glide records: {_records(job['glide_records'])}")
         unresolved = job["unresolved"]
         lines.append(f"  unresolved (over {job['max_steps']:,} steps): {len(unresolved)} {unresolved[:10]}")
     return lines
