@@ -8,12 +8,50 @@ would stop a write to /dev/null or over the job file.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections.abc import Iterable
 from pathlib import Path
 
 from hpcthreads.errors import OutputError
+
+LOCK_SUFFIX = ".lock"
+PARTIAL_SUFFIX = ".partial"
+
+
+def lock_path(output: Path) -> Path:
+    """Where the run writing `output` keeps its lock (runtime/outputlock.py)."""
+    output = Path(output)
+    return output.with_name(output.name + LOCK_SUFFIX)
+
+
+def holder(output: Path) -> str | None:
+    """Who holds the lock of `output` ('pid P on HOST, since ...'), or None when no run does."""
+    try:
+        fd = os.open(lock_path(output), os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            return text or "another process"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def run_output(path: Path) -> Path:
+    """The output a run's file belongs to: OUT for OUT.partial, else the path itself."""
+    path = Path(path)
+    if path.name.endswith(PARTIAL_SUFFIX):
+        return path.with_name(path.name[: -len(PARTIAL_SUFFIX)])
+    return path
 
 
 def kind_of(path: Path) -> str | None:

@@ -119,7 +119,12 @@ def setup_logging(rank: int, size: int, level: str | None, log_file: str | None)
     logger.setLevel((level or default).upper())
     if log_file:
         path = log_file.format(rank=rank, size=size, host=socket.gethostname())
-        handler: logging.Handler = logging.FileHandler(path)
+        try:
+            handler: logging.Handler = logging.FileHandler(path)
+        except OSError as exc:
+            from hpcthreads.errors import ConfigError
+
+            raise ConfigError(f"--log-file: cannot write {path!r} ({exc.strerror})") from None
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RankFilter(rank, size))

@@ -21,33 +21,9 @@ import time
 from pathlib import Path
 
 from hpcthreads.errors import OutputError
-from hpcthreads.io.paths import kind_of
+from hpcthreads.io.paths import holder, kind_of, lock_path
 
-LOCK_SUFFIX = ".lock"
-
-
-def lock_path(output: Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + LOCK_SUFFIX)
-
-
-def holder(output: Path) -> str | None:
-    """Who holds the lock of `output` ('pid P on HOST, since ...'), or None when no run does."""
-    path = lock_path(output)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
-            return text or "another process"
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
+__all__ = ["OutputLock", "holder", "lock_path"]
 
 
 class OutputLock:

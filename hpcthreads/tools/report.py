@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hpcthreads.errors import OutputError
 from hpcthreads.io.reader import read_results
 from hpcthreads.io.results import JobResults, Results
 from hpcthreads.tools.inspection import format_summary
@@ -171,8 +172,15 @@ def tree_figure(job: JobResults, path: Path, figures: list[Path]) -> None:
 
 def build_report(output: Path, folder: Path, with_html: bool = False) -> Report:
     """Write the figures of `output` into `folder`; return the summary text and the files."""
-    folder.mkdir(parents=True, exist_ok=True)
     summary = read_results(output)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return _build(output, folder, with_html, summary)
+    except OSError as exc:
+        raise OutputError(f"cannot write the report into {str(folder)!r} ({exc.strerror or exc})") from None
+
+
+def _build(output: Path, folder: Path, with_html: bool, summary: dict) -> Report:
     figures: list[Path] = []
     with Results(output) as results:
         for job in results:
