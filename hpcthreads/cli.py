@@ -343,6 +343,25 @@ def inspect(path: Path, as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def check(path: Path) -> None:
+    """Verify a results file's checksums: every chunk's per-item data and every job's summary.
+
+    \b
+    Exit status: 0 intact, 1 damaged (the job and the range of items are
+    named), 2 not a readable results file.
+    """
+    from hpcthreads.tools.check import check_file
+
+    try:
+        report = check_file(path)
+    except HPCThreadsError as exc:
+        _fail(exc)
+    click.echo(report.text())
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
 @click.argument("output", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
 def status(output: Path, as_json: bool) -> None:

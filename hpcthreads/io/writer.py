@@ -24,8 +24,9 @@ import numpy as np
 from hpcthreads import __version__
 from hpcthreads.errors import OutputError
 from hpcthreads.io import schema
+from hpcthreads.io.digest import summary_digest
 from hpcthreads.io.summaries import write_summary
-from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
+from hpcthreads.workloads.base import BaseWorkload, ChunkOutput, to_plain
 
 
 @dataclass
@@ -48,6 +49,8 @@ class Finish:
     ranks: dict[int, dict[str, Any]]
     chunks: list[Any]
     done: dict[str, list[list[int]]]
+    # Per job: (offset, count, data digest) of every chunk with per-item data
+    digests: dict[str, list[list[int]]] = field(default_factory=dict)
 
 
 def layout_attrs(run_attrs: dict[str, Any]) -> dict[str, Any]:
@@ -143,6 +146,7 @@ class BaseWriter:
                 self._clear_summary(group)
                 write_summary(group, end.summary)
                 self._write_extra(group, end.extra)
+                group.attrs["summary_digest"] = summary_digest(to_plain(end.summary), end.extra)
             group.attrs["state"] = end.state
             if end.error:
                 group.attrs["error"] = end.error
@@ -188,6 +192,11 @@ class BaseWriter:
         for name, spans in finish.done.items():
             data = schema.encode_table([tuple(s) for s in spans], 2) if spans else np.zeros((0, 2), np.int64)
             done.create_dataset(name, data=data)
+        digests = run.create_group("digests")
+        for name, rows in finish.digests.items():
+            rows = sorted(tuple(row) for row in rows)
+            data = schema.encode_table(rows, 3) if rows else np.zeros((0, 3), np.int64)
+            digests.create_dataset(name, data=data)
 
     def read_config(self) -> str:
         return str(self.file.attrs.get("config", ""))

@@ -234,7 +234,7 @@ class Coordinator(BaseDispatcher):
         for name, rows in part.extra.items():
             self.outcome.extra.setdefault(part.job, {}).setdefault(name, []).extend(rows)
         if self.ledger is not None:
-            self.ledger.append(workload.job.name, part.spans, part.ended, part.extra)
+            self.ledger.append(workload.job.name, part.spans, part.ended, part.extra, part.digests)
 
     def job_given_up(self, job: int, message: str, dropped: list[Chunk]) -> None:
         self.outcome.failed.setdefault(job, message)

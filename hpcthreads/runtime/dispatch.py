@@ -179,9 +179,10 @@ class BaseDispatcher:
         output = result.output
         if self.scheduler.jobs[result.job].failed is None and output is not None and result.count:
             outputs = [output] if output.arrays else []
+            digests = [] if output.digest is None else [(result.offset, result.count, output.digest)]
             part = p.Part(
                 result.job, [(result.offset, result.count)], output.summary, output.extra, outputs,
-                result.started, result.ended,
+                result.started, result.ended, digests,
             )  # fmt: skip
             self.accept(part, worker.rank)
         self.top_up(worker)

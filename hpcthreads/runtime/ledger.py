@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcthreads.errors import OutputError
+from hpcthreads.io.digest import checked, with_check
 
 LEDGER_SUFFIX = ".ledger"
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -110,6 +111,7 @@ class _Pending:
     spans: list[tuple[int, int]] = field(default_factory=list)
     ended: float = 0.0
     extra: dict[str, list[list[int]]] = field(default_factory=dict)
+    digests: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -124,6 +126,8 @@ class LedgerState:
     updated: float = 0.0
     # Why the run that wrote this ledger stopped early ("" while it runs)
     stopped: str = ""
+    # Per job name: (offset, count, data digest) of every finished chunk with per-item data
+    digests: dict[str, list[list[int]]] = field(default_factory=dict)
 
 
 def paths(output: Path) -> tuple[Path, Path]:
@@ -164,8 +168,12 @@ def load(output: Path, merge: Any) -> LedgerState:
     ValueError when the lines contradict each other or the snapshot (ranges done twice).
     """
     ledger_path, checkpoint_path = paths(output)
-    snapshot = json.loads(checkpoint_path.read_text(encoding="utf-8"))
+    try:
+        snapshot = checked(json.loads(checkpoint_path.read_text(encoding="utf-8")))
+    except ValueError as exc:
+        raise ValueError(f"{checkpoint_path.name}: {exc}") from None
     state = LedgerState(snapshot["config"], snapshot["seq"], updated=snapshot.get("updated", 0.0))
+    state.digests = dict(snapshot.get("digests", {}))
     state.done = {name: Ranges(spans) for name, spans in snapshot["done"].items()}
     state.summaries = dict(snapshot["summaries"])
     state.extra = dict(snapshot.get("extra", {}))
@@ -177,6 +185,10 @@ def load(output: Path, merge: Any) -> LedgerState:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     break  # a torn last line: that chunk is computed again
+                try:
+                    entry = checked(entry)
+                except ValueError as exc:
+                    raise ValueError(f"{ledger_path.name}, line {entry.get('seq')!r}: {exc}") from None
                 if entry["seq"] <= state.seq:
                     continue
                 _apply(state, entry)
@@ -209,6 +221,8 @@ def _apply(state: LedgerState, entry: dict[str, Any]) -> None:
         ranges.add(offset, offset + count)
     for table, rows in entry.get("extra", {}).items():
         state.extra.setdefault(name, {}).setdefault(table, []).extend(rows)
+    if entry.get("digests"):
+        state.digests.setdefault(name, []).extend(entry["digests"])
     state.seq = entry["seq"]
     state.updated = entry.get("ended", state.updated)
 
@@ -253,10 +267,15 @@ class LedgerWriter:
         self.handle = open(self.ledger_path, "a", encoding="utf-8")
 
     def append(
-        self, job: str, spans: list[tuple[int, int]], ended: float, extra: dict[str, list] | None = None
+        self,
+        job: str,
+        spans: list[tuple[int, int]],
+        ended: float,
+        extra: dict[str, list] | None = None,
+        digests: list[tuple[int, int, int]] | None = None,
     ) -> None:
         """Record finished ranges [(offset, count), ...] of `job`: their data must be written and their
-        summary merged into what `summaries()` returns."""
+        summary merged into what `summaries()` returns. `digests` are their chunks' data digests."""
         if not self.pending:
             self.group_started = self.clock()
         pending = self.pending.setdefault(job, _Pending())
@@ -269,6 +288,9 @@ class LedgerWriter:
             plain = [list(row) for row in rows]
             pending.extra.setdefault(table, []).extend(plain)
             self.state.extra.setdefault(job, {}).setdefault(table, []).extend(plain)
+        if digests:
+            pending.digests.extend(digests)
+            self.state.digests.setdefault(job, []).extend(list(d) for d in digests)
         self.state.updated = max(self.state.updated, ended)
         self.records += 1
         if self.records >= self.group_entries:
@@ -295,7 +317,9 @@ class LedgerWriter:
             entry["total"] = totals.get(job, {})
             if pending.extra:
                 entry["extra"] = pending.extra
-            lines.append(json.dumps(entry, separators=(",", ":")) + "\n")
+            if pending.digests:
+                entry["digests"] = [list(d) for d in pending.digests]
+            lines.append(with_check(entry) + "\n")
         try:
             self.handle.write("".join(lines))
             self.handle.flush()
@@ -318,10 +342,11 @@ class LedgerWriter:
             "done": {name: ranges.spans for name, ranges in state.done.items()},
             "summaries": state.summaries,
             "extra": state.extra,
+            "digests": state.digests,
         }
         if state.stopped:
             body["stopped"] = state.stopped
-        _fsync_write(self.checkpoint_path, json.dumps(body, separators=(",", ":")))
+        _fsync_write(self.checkpoint_path, with_check(body))
         # Lines up to seq are in the checkpoint, and so is what was recorded and not yet committed
         self.pending.clear()
         self.records = 0

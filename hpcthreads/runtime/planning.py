@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hpcthreads.config import RunConfig, comparable
 from hpcthreads.errors import ConfigError, OutputError
+from hpcthreads.io import schema
 from hpcthreads.runtime import ledger
 
 IO_MODES = ("auto", "mpio", "gather")
@@ -135,6 +136,7 @@ def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None
             f"({exc.__class__.__name__}: {str(exc)[:200]}); the files are left as they are"
         ) from None
     _check_same_jobs(config, _file_config(plan.partial), plan.partial)
+    _verify_data(state, plan.partial)
     if bool(_file_attr(plan.partial, "simulated")) != (config.backend == "simulated"):
         raise ConfigError(
             f"cannot resume {plan.partial}: a run of --backend simulated (which computes nothing) and "
@@ -162,6 +164,23 @@ def _check_consistent(state: ledger.LedgerState, workloads: list) -> None:
         for table, rows in tables.items():
             if not all(isinstance(v, int) for row in rows for v in row):
                 raise ValueError(f"job {name!r}: its {table} rows are not integers")
+
+
+def _verify_data(state: ledger.LedgerState, partial: Path) -> None:
+    """The finished chunks' data in the partial file must be what was computed: it is reused as it is."""
+    from hpcthreads.io.digest import verify_rows
+    from hpcthreads.io.reader import open_results
+
+    with open_results(partial) as handle:
+        for name, rows in state.digests.items():
+            bad, _ = verify_rows(handle[schema.job_path(name)], rows)
+            if bad:
+                offset, count = bad[0]
+                where = f"job {name!r}, items {offset}..{offset + count - 1} from the job's start"
+                raise OutputError(
+                    f"cannot resume {partial}: the data of {where} was changed after it was written "
+                    f"({len(bad)} chunk(s) in all); the files are left as they are: start again with --force"
+                )
 
 
 def _file_config(path: Path) -> str:

@@ -75,6 +75,8 @@ class Part:
     outputs: list[ChunkOutput] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
+    # (offset, count, data digest) of each chunk with per-item data
+    digests: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 @dataclass

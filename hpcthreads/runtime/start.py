@@ -338,7 +338,7 @@ def _finish(outcome: Outcome, workloads: list, state: ledger.LedgerState, tree: 
         "chunks_not_in_timeline": outcome.unrecorded,
     }
     done = {name: ranges.spans for name, ranges in state.done.items()}
-    return Finish(run_state, jobs, run_attrs, outcome.ranks, outcome.chunks, done)
+    return Finish(run_state, jobs, run_attrs, outcome.ranks, outcome.chunks, done, state.digests)
 
 
 def _raise_for(outcome: Outcome, workloads: list, plan: Plan) -> None:

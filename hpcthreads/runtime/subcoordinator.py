@@ -277,7 +277,7 @@ class SubCoordinator(BaseDispatcher):
         if held is None:
             self.parts[part.job] = p.Part(
                 part.job, list(part.spans), part.summary, {k: list(v) for k, v in part.extra.items()},
-                list(part.outputs), part.started, part.ended,
+                list(part.outputs), part.started, part.ended, list(part.digests),
             )  # fmt: skip
             return
         held.spans.extend(part.spans)
@@ -285,6 +285,7 @@ class SubCoordinator(BaseDispatcher):
         for name, rows in part.extra.items():
             held.extra.setdefault(name, []).extend(rows)
         held.outputs.extend(part.outputs)
+        held.digests.extend(part.digests)
         held.started, held.ended = min(held.started, part.started), max(held.ended, part.ended)
 
     def job_given_up(self, job: int, message: str, dropped: list[Chunk]) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from hpcthreads.backends.base import BaseBackend
+from hpcthreads.io.digest import data_digest
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.mpiutil import Poller
@@ -61,6 +62,7 @@ class ChunkRunner:
         backend.warm_up({workload.type for workload in workloads})
         for workload in workloads:
             workload.prepare(backend)
+        self.dtypes = [{name: dtype for name, (_, dtype) in w.datasets().items()} for w in workloads]
 
     def sub_size(self, job: int) -> int:
         speed = self.speed.get(job)
@@ -91,6 +93,8 @@ class ChunkRunner:
         self.busy += seconds
         self.items += cursor - task.offset
         output = combine(workload, parts) if parts else None
+        if output is not None and output.arrays:
+            output.digest = data_digest(output.arrays, self.dtypes[task.job])
         return p.Result(
             task.chunk, task.job, task.offset, cursor - task.offset, seconds, started, time.time(), output
         )

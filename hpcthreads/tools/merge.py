@@ -19,9 +19,11 @@ from hpcthreads import __version__
 from hpcthreads.config import PARAMETERS, SPEED_ONLY_PARAMETERS, Job, make_job
 from hpcthreads.errors import ConfigError
 from hpcthreads.io import schema
+from hpcthreads.io.digest import data_digest
 from hpcthreads.io.parts import ResultsPart
 from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.writer import Finish, JobEnd, SerialWriter, layout_attrs
+from hpcthreads.tools.check import check_file
 from hpcthreads.workloads import make_workload
 from hpcthreads.workloads.base import ChunkOutput
 
@@ -112,16 +114,23 @@ def merge_files(output: Path, inputs: Sequence[Path], force: bool = False) -> li
                 raise ConfigError(
                     f"merge: {str(part.path)!r} holds no results (a run of --backend simulated)"
                 )
+            report = check_file(part.path)
+            if not report.ok:
+                problem = report.problems[0]
+                raise ConfigError(f"merge: {str(part.path)!r} is damaged: {problem} (hpcthreads check)")
         plans = plan_merge(parts)
         workloads = [make_workload(job) for job, _ in plans]
         writer = SerialWriter(partial, workloads, create=True)
         try:
             writer.create_layout(layout_attrs(_run_attrs([job for job, _ in plans], parts)))
+            digests: dict[str, list] = {job.name: [] for job, _ in plans}
             ends = {
-                job.name: _write_job(writer, i, workloads[i], pieces) for i, (job, pieces) in enumerate(plans)
+                job.name: _write_job(writer, i, workloads[i], pieces, digests[job.name])
+                for i, (job, pieces) in enumerate(plans)
             }
             done = {job.name: [[0, job.size]] for job, _ in plans}
-            writer.finish(Finish(schema.STATE_COMPLETE, ends, {}, {}, [], done))
+            written = {name: rows for name, rows in digests.items() if rows}
+            writer.finish(Finish(schema.STATE_COMPLETE, ends, {}, {}, [], done, written))
             writer.close()
         except BaseException:
             writer.abandon()
@@ -131,16 +140,19 @@ def merge_files(output: Path, inputs: Sequence[Path], force: bool = False) -> li
 
 
 def _write_job(
-    writer: SerialWriter, index: int, workload: Any, pieces: list[tuple[ResultsPart, Job]]
+    writer: SerialWriter, index: int, workload: Any, pieces: list[tuple[ResultsPart, Job]], digests: list
 ) -> JobEnd:
     job = workload.job
-    names = list(workload.datasets())
+    datasets = workload.datasets()
+    names = list(datasets)
+    dtypes = {name: dtype for name, (_, dtype) in datasets.items()}
     summary = workload.empty()
     extra: dict[str, list[tuple[int, ...]]] = {}
     for part, piece in pieces:
         shift = piece.start - job.start
         for offset, count, arrays in part.blocks(piece, names):
             writer.write_chunk(index, ChunkOutput(shift + offset, count, None, arrays))
+            digests.append([shift + offset, count, data_digest(arrays, dtypes)])
         for name, rows in part.extra(piece).items():
             # Thread overflow rows count threads from their own job's start
             shifted = [(row[0] + shift, *row[1:]) for row in rows] if name == "overflow" else rows

@@ -34,6 +34,8 @@ class ChunkOutput:
     summary: Any
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     extra: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+    # Checksum of the arrays as stored (io/digest.py), taken where they were computed
+    digest: int | None = None
 
 
 class BaseWorkload:
