@@ -67,6 +67,9 @@ PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
 MAX_BITS = 1024
 MAX_DIGITS = 308
 MAX_NUMBER_TEXT = 400
+# A thread's path is one row, computed and written whole: this bounds its memory and the time
+# until a signal is answered (16 MiB, tens of milliseconds)
+MAX_DEPTH = 2**21 - 1
 # Job names: they name HDF5 groups and exported files
 MAX_NAME = 100
 NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_NAME - 1}}}"
@@ -273,6 +276,12 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
         value = parse_int(raw[key], f"{label}: {key}")
         if minimum is not None and value < minimum:
             raise ConfigError(f"{label}: {key} must be at least {minimum}, got {value}")
+        if key == "max_depth" and value > MAX_DEPTH:
+            raise ConfigError(
+                f"{label}: max_depth must be at most {MAX_DEPTH:,}, got {value:,} (a thread's path is one "
+                "row of the file, written whole; known trajectories below 2**128 reach 1 in a few thousand "
+                "steps)"
+            )
         if key == "sieve_bits" and value > MAX_SIEVE_BITS:
             raise ConfigError(f"{label}: sieve_bits must be at most {MAX_SIEVE_BITS}, got {value}")
         if key == "sieve_mod9" and value > 1:

@@ -303,3 +303,32 @@ def test_a_full_disk_during_a_snapshot_leaves_no_temporary_file(tmp_path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, old)
     assert not (tmp_path / "run.h5.checkpoint.tmp").exists()
+
+
+def test_thread_depth_is_bounded_and_long_threads_answer_sigterm(tmp_path):
+    proc = cli("run", "thread", "--count", "1", "--max-depth", "3e8", "-o", str(tmp_path / "x.h5"))
+    refused(proc, "max_depth must be at most 2,097,151")
+    out = tmp_path / "deep.h5"
+    command = [
+        sys.executable,
+        "-m",
+        "hpcthreads",
+        "run",
+        "thread",
+        "--count",
+        "4000",
+        "--max-depth",
+        "2097151",
+    ]
+    command += ["-o", str(out), "--quiet"]
+    run = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    from helpers import wait_for_progress
+
+    wait_for_progress(out, 1e-9, run)
+    t0 = time.monotonic()
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 75, stderr
+    assert time.monotonic() - t0 < 3.0, "a thread chunk is bounded: the stop comes within a few seconds"
