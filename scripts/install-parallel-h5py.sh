@@ -26,6 +26,8 @@ if [ "${SKIP_APT:-0}" != 1 ]; then
     else
         packages="libhdf5-openmpi-dev openmpi-bin"
     fi
+    # Images (and CUDA base images) ship without apt lists: fetch them first
+    apt-get update -q >/dev/null
     # shellcheck disable=SC2086 # the package list is split on purpose
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $packages pkg-config >/dev/null
 fi
@@ -37,7 +39,9 @@ export CC=$MPICC
 
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q -U 'setuptools>=77.0.1' 'Cython>=3,<4' numpy pkgconfig packaging wheel
-"$venv/bin/pip" install -q --no-binary=mpi4py mpi4py
+# From source against this MPI, even where `pip install .` already put PyPI's wheel into the venv
+# (that wheel looks for libmpi.so.12, which Debian's MPICH names libmpich.so.12)
+"$venv/bin/pip" install -q --force-reinstall --no-deps --no-binary=mpi4py mpi4py
 HDF5_MPI=ON "$venv/bin/pip" install -q --no-binary=h5py --no-build-isolation h5py
 "$venv/bin/pip" install -q -e "${repo}[test]"
 
