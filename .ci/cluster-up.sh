@@ -4,6 +4,9 @@
 # a slurmd on every node (8 CPUs and 2 fake GPUs each); one munged. The nodes share the host's
 # filesystem (a shared filesystem, as on a cluster): HPCTHREADS_CLUSTER_DIR/shared for outputs.
 #
+# Every node also runs an sshd on port 2222 that takes the cluster's key (ssh -F DIR/ssh/config),
+# for launchers that start ranks over ssh.
+#
 # Usage: .ci/cluster-up.sh          (idempotent: a cluster left by an earlier start is taken down)
 #        .ci/cluster-exec.sh CMD... (a command on node1, as on a login node)
 #        .ci/cluster-down.sh        (stops everything and removes namespaces, links and mounts)
@@ -19,8 +22,11 @@ subnet=10.77.0
 bridge=hpct-br0
 packages=(slurmctld slurmd slurm-client munge libpmix-dev iproute2 openssh-server openssh-client)
 
-if [[ ${HPCTHREADS_CLUSTER_INSTALL:-1} == 1 ]] \
-    && ! command -v slurmctld slurmd sbatch munged mungekey sshd ip >/dev/null; then
+missing=0
+for tool in slurmctld slurmd sbatch munged mungekey sshd ssh ip; do
+    command -v "$tool" >/dev/null || missing=1
+done
+if [[ ${HPCTHREADS_CLUSTER_INSTALL:-1} == 1 ]] && ((missing)); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
@@ -63,6 +69,33 @@ done
 mungekey -c -k "$dir/munge.key"
 munged --force --key-file="$dir/munge.key" --socket="$dir/munge.socket" \
     --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge.seed"
+
+# sshd on every node, on port 2222 as in the image: root logs in with the cluster's key, which is
+# what `mpiexec -launcher ssh` needs (the MPIJob's launcher). Clients: ssh -F "$dir/ssh/config"
+mkdir -p "$dir/ssh" /run/sshd
+ssh-keygen -q -t ed25519 -N "" -C hpcthreads-cluster -f "$dir/ssh/id_ed25519"
+ssh-keygen -q -t ed25519 -N "" -C hpcthreads-cluster-host -f "$dir/ssh/host_ed25519"
+cp "$dir/ssh/id_ed25519.pub" "$dir/ssh/authorized_keys"
+cat >"$dir/ssh/sshd_config" <<CONF
+Port 2222
+HostKey $dir/ssh/host_ed25519
+AuthorizedKeysFile $dir/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+StrictModes no
+UsePAM no
+CONF
+cat >"$dir/ssh/config" <<CONF
+Host *
+    Port 2222
+    IdentityFile $dir/ssh/id_ed25519
+    IdentitiesOnly yes
+    BatchMode yes
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    LogLevel ERROR
+CONF
 
 # Fake GPUs, as for the single-node Slurm: links to harmless character devices
 ln -s /dev/null "$dir/dev/gpu0"
@@ -113,6 +146,8 @@ CONF
 for ((i = 1; i <= nodes; i++)); do
     mkdir -p "$dir/spool/node$i"
     "$here/cluster-node.sh" "node$i" slurmd -f "$dir/slurm.conf"
+    "$here/cluster-node.sh" "node$i" "$(command -v sshd)" -f "$dir/ssh/sshd_config" \
+        -o "PidFile=$dir/run/sshd-node$i.pid" -E "$dir/log/sshd-node$i.log"
 done
 
 for _ in $(seq 150); do

@@ -39,6 +39,8 @@ RANK_COLUMNS = {
     "host": "text",
     "device": "text",
     "backend": "text",
+    # The rank's CUDA_VISIBLE_DEVICES once bound ("(unset)": every device visible)
+    "cuda_visible_devices": "text",
     "items": "int64",
     "busy": "float64",
     "idle": "float64",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpcthreads.runtime import devices
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.dispatch import BaseDispatcher, ChunkRecord, WorkerLostError
 from hpcthreads.runtime.ledger import LedgerWriter
@@ -141,7 +142,12 @@ class Coordinator(BaseDispatcher):
         self._finish_jobs()
         self.report(final=True)
         if self.local is None:
-            self.ranks[0] = {"host": socket.gethostname(), "device": "coordinator", **coordinator}
+            self.ranks[0] = {
+                "host": socket.gethostname(),
+                "device": "coordinator",
+                "cuda_visible_devices": devices.visible_setting(),
+                **coordinator,
+            }
         else:
             self.ranks[0].update(coordinator)
         self.outcome.ranks = self.ranks
@@ -180,6 +186,7 @@ class Coordinator(BaseDispatcher):
             "host": socket.gethostname(),
             "device": self.local.backend.describe(),
             "backend": self.local.backend.name,
+            "cuda_visible_devices": devices.visible_setting(),
         }
 
     def _step(self) -> bool:

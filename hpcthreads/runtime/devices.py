@@ -191,6 +191,12 @@ def settle(
     return choice
 
 
+def visible_setting(environ: Mapping[str, str] | None = None) -> str:
+    """CUDA_VISIBLE_DEVICES as this rank has it, for the record ("(unset)" when it is not set)."""
+    value = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
+    return "(unset)" if value is None else value
+
+
 def bind(choice: DeviceChoice, environ: Any = None) -> None:
     """Narrow CUDA_VISIBLE_DEVICES to the chosen device (ordinal 0 from then on); before CUDA starts."""
     environ = os.environ if environ is None else environ

@@ -142,7 +142,12 @@ class BaseDispatcher:
         worker.is_gpu = hello.is_gpu or hello.gpus > 0
         worker.capacity = hello.capacity
         worker.group = hello.group
-        self.ranks[source] = {"host": hello.host, "device": hello.device, "backend": hello.backend}
+        self.ranks[source] = {
+            "host": hello.host,
+            "device": hello.device,
+            "backend": hello.backend,
+            "cuda_visible_devices": hello.cuda_visible_devices,
+        }
         for rank, fields in hello.ranks.items():
             self.ranks.setdefault(rank, {}).update(fields)
         # A launcher that reports a dead process by its pid can be read against this line

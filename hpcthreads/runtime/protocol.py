@@ -36,6 +36,7 @@ class Hello:
     device: str
     is_gpu: bool
     pid: int = 0
+    cuda_visible_devices: str = "(unset)"
     # For a sub-coordinator: the workers behind it, how many have a GPU, and every rank's Hello fields
     group: bool = False
     capacity: int = 1

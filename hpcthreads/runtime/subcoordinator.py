@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from hpcthreads.runtime import devices
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.dispatch import BaseDispatcher, WorkerLostError
 from hpcthreads.runtime.mpiutil import Poller
@@ -126,6 +127,7 @@ class SubCoordinator(BaseDispatcher):
             "host": socket.gethostname(),
             "device": f"sub-coordinator of {len(self.workers)} ranks",
             "backend": "",
+            "cuda_visible_devices": devices.visible_setting(),
             "items": 0,
             "busy": 0.0,
             "chunks": 0,

@@ -20,6 +20,7 @@ import numpy as np
 
 from hpcthreads.backends.base import BaseBackend
 from hpcthreads.io.digest import data_digest
+from hpcthreads.runtime import devices
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.mpiutil import Poller
@@ -259,4 +260,12 @@ class Worker:
 
 
 def hello_for(rank: int, backend: BaseBackend) -> p.Hello:
-    return p.Hello(rank, socket.gethostname(), backend.name, backend.describe(), backend.is_gpu, os.getpid())
+    return p.Hello(
+        rank,
+        socket.gethostname(),
+        backend.name,
+        backend.describe(),
+        backend.is_gpu,
+        os.getpid(),
+        devices.visible_setting(),
+    )
