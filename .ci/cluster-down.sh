@@ -18,6 +18,10 @@ stop() {
     kill -9 "$pid" 2>/dev/null
 }
 
+# Jobs still running (a test that failed half way) end first, so no step outlives Slurm
+if [[ -s $dir/slurm.conf ]] && command -v scancel >/dev/null; then
+    SLURM_CONF=$dir/slurm.conf timeout 10 scancel --full --user="$(id -un)" 2>/dev/null && sleep 1
+fi
 if [[ -d $dir/run ]]; then
     for pidfile in "$dir"/run/slurmd-*.pid "$dir/run/slurmctld.pid" "$dir"/run/sshd-*.pid "$dir/run/munged.pid"; do
         stop "$pidfile"

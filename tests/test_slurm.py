@@ -1,162 +1,255 @@
-"""The project's sbatch scripts under a real Slurm (see .ci/slurm-up.sh): world size, results, requeue.
+"""The project's sbatch scripts under a real Slurm of three nodes (.ci/cluster-up.sh).
 
-Skipped when no Slurm answers; with HPCTHREADS_REQUIRE_SLURM=1 (set by CI) that is a failure.
+Every multi-node test reads the host of each rank back from the results file, and compares
+the results with a one-rank run of the same job file. Skipped when no test cluster answers;
+with HPCTHREADS_REQUIRE_CLUSTER=1 (set by CI) that is a failure.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import h5py
 import pytest
 from h5compare import assert_same_results
-from helpers import ROOT, cli
+from helpers import ROOT, cli, write_job_file
+from slurmkit import (
+    cluster_fixture,
+    job_env,
+    job_state,
+    node_command,
+    pids_by_rank,
+    rank_hosts,
+    submit,
+    wait_for,
+    wait_until_finished,
+    work_done,
+    world_size,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
-SLURM_DIR = Path(os.environ.get("HPCTHREADS_SLURM_DIR", "/tmp/hpcthreads-slurm"))
+THREE = {"node1", "node2", "node3"}
 
+# All three job types, small enough for a few seconds on two cores
+JOBS = """
+jobs:
+  - {name: numbers, type: collatz, parameters: {start: '2**40', count: 200000, batch_size: 20000,
+     store: per-number}}
+  - {name: check, type: verify, priority: high,
+     parameters: {start: '2**64 - 100000', count: 300000, batch_size: 30000}}
+  - {name: tree, type: thread, priority: low,
+     parameters: {thread_count: 2000, max_depth: 40, batch_size: 200}}
+"""
 
-def slurm_env() -> dict[str, str]:
-    env = dict(os.environ)
-    if "SLURM_CONF" not in env and (SLURM_DIR / "slurm.conf").exists():
-        env["SLURM_CONF"] = str(SLURM_DIR / "slurm.conf")
-    return env
-
-
-def slurm_problem() -> str | None:
-    """Why no Slurm can take jobs here, or None."""
-    if not shutil.which("sbatch"):
-        return "no sbatch on PATH (start one with .ci/slurm-up.sh)"
-    proc = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, env=slurm_env())
-    states = proc.stdout.split()
-    if proc.returncode != 0 or not any(s.rstrip("*") in ("idle", "mix", "alloc") for s in states):
-        return (
-            f"no Slurm node takes jobs (sinfo: {(proc.stdout + proc.stderr).strip()!r}); see .ci/slurm-up.sh"
-        )
-    return None
+MPIO_PYTHON = os.environ.get("HPCTHREADS_MPIO_PYTHON", str(ROOT / ".venv-mpio" / "bin" / "python"))
 
 
 @pytest.fixture(scope="module")
-def slurm():
-    problem = slurm_problem()
-    if problem:
-        if os.environ.get("HPCTHREADS_REQUIRE_SLURM") == "1":
-            pytest.fail(f"HPCTHREADS_REQUIRE_SLURM=1 but {problem}")
-        pytest.skip(problem)
-    return slurm_env()
+def cluster():
+    return cluster_fixture(3)
 
 
-def job_env(slurm: dict, **variables: str) -> dict[str, str]:
-    """The jobs' environment: this Python and checkout, and tiny parameters."""
-    env = {**slurm, "HPCTHREADS_PYTHON": sys.executable, "HPCTHREADS_HOME": str(ROOT)}
-    env.update(variables)
-    return env
+@pytest.fixture(scope="module")
+def job_file(tmp_path_factory):
+    return write_job_file(tmp_path_factory, "cluster", JOBS)
 
 
-def sbatch(env: dict, *args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        ["sbatch", "--wait", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout
+@pytest.fixture(scope="module")
+def one_rank(job_file):
+    """The reference: the same job file run by one process, no launcher."""
+    out = job_file.parent / "one-rank.h5"
+    cli("run", str(job_file), "-o", str(out), check=True)
+    return out
+
+
+def script_run(cluster, tmp_path, script, *sbatch_args, **variables) -> tuple[Path, str]:
+    """slurm/SCRIPT submitted with SBATCH_ARGS, until it ends; the results file and the job's log."""
+    out, log = tmp_path / "out.h5", tmp_path / "job.log"
+    env = job_env(cluster, HPCTHREADS_OUTPUT=str(out), **variables)
+    job = submit(env, *sbatch_args, f"--output={log}", str(ROOT / "slurm" / script), cwd=tmp_path)
+    try:
+        state = wait_until_finished(env, job, log, timeout=240)
+    finally:
+        subprocess.run(["scancel", job], env=env)
+    text = read(log)
+    assert state == "COMPLETED", f"job {job} {state}:\n{text}"
+    return out, text
+
+
+def test_cpu_script_on_three_nodes_gives_the_one_rank_results(cluster, job_file, one_rank, tmp_path):
+    out, text = script_run(
+        cluster, tmp_path, "cpu.sbatch", "-N", "3", "--ntasks-per-node=2", HPCTHREADS_TARGET=str(job_file)
     )
-    return proc
+    hosts = rank_hosts(out)
+    assert len(hosts) == 6 and set(hosts) == THREE, text
+    assert hosts[0] == "node1"  # the coordinator, on the first node of the allocation
+    assert_same_results(one_rank, out)
 
 
-def plain_run(path: Path, *args: str) -> Path:
+def test_one_sub_coordinator_per_node(cluster, job_file, one_rank, tmp_path):
+    out, text = script_run(
+        cluster,
+        tmp_path,
+        "cpu.sbatch",
+        "-N",
+        "3",
+        "--ntasks-per-node=3",
+        HPCTHREADS_TARGET=str(job_file),
+        HPCTHREADS_ARGS="--groups node",
+    )
+    with h5py.File(out) as f:
+        assert int(f.attrs["sub_coordinators"]) == 3 and int(f.attrs["coordination_levels"]) == 2, text
+        devices = [d.decode() for d in f["run/ranks/device"][:]]
+    hosts = rank_hosts(out)
+    subs = {host for host, device in zip(hosts, devices) if device.startswith("sub-coordinator")}
+    assert subs == THREE, (hosts, devices)
+    assert_same_results(one_rank, out)
+
+
+def test_gpu_script_on_two_nodes_binds_each_worker_to_its_node_local_gpu(cluster, tmp_path):
+    gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, env=cluster).stdout
+    assert "gpu:2" in gres, f"the test cluster declares no fake GPUs: {gres!r}"
+    out, text = script_run(
+        cluster,
+        tmp_path,
+        "gpu.sbatch",
+        "-N",
+        "2",
+        "--gpus-per-node=2",
+        "--ntasks-per-node=3",
+        "--cpus-per-task=1",
+        HPCTHREADS_COUNT="40000",
+    )
+    # As the script logs them: rank -> (host, CUDA_VISIBLE_DEVICES)
+    logged = {
+        int(rank): (host, visible)
+        for rank, host, visible in re.findall(r"rank (\d+) on (\S+): CUDA_VISIBLE_DEVICES=\[([^\]]*)\]", text)
+    }
+    assert sorted(logged) == [0, 1, 2, 3, 4], text
+    with h5py.File(out) as f:
+        recorded = [v.decode() for v in f["run/ranks/cuda_visible_devices"][:]]
+    hosts = rank_hosts(out)
+    assert [(hosts[r], recorded[r]) for r in range(5)] == [logged[r] for r in range(5)], (hosts, recorded)
+    # Rank 0 sees no GPU; on each node the two workers take devices 0 and 1, one each
+    assert logged[0] == ("node1", "")
+    for node in ("node1", "node2"):
+        assert sorted(v for r, (h, v) in logged.items() if r and h == node) == ["0", "1"], logged
+    assert_same_results(cli_reference(tmp_path, "collatz", "--count", "40000"), out)
+
+
+def cli_reference(tmp_path: Path, *args: str) -> Path:
+    path = tmp_path / "reference.h5"
     cli("run", *args, "-o", str(path), check=True)
     return path
 
 
-def world_size(path: Path) -> int:
-    with h5py.File(path) as f:
-        assert f.attrs["state"] == "complete"
-        return int(f.attrs["ranks"])
-
-
-def test_cpu_script_runs_every_rank_in_one_world(slurm, tmp_path):
-    out, log = tmp_path / "cpu.h5", tmp_path / "cpu.log"
-    env = job_env(slurm, HPCTHREADS_START="2**40", HPCTHREADS_COUNT="50000", HPCTHREADS_OUTPUT=str(out))
-    env["HPCTHREADS_ARGS"] = "--batch-size 5000"
-    proc = sbatch(env, "--ntasks-per-node=3", f"--output={log}", str(ROOT / "slurm/cpu.sbatch"), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr + log.read_text()
-    # sbatch succeeds even when ranks ran as singletons: the file says how many ranks shared the run
-    assert world_size(out) == 3, log.read_text()
-    base = plain_run(
-        tmp_path / "plain.h5", "collatz", "--start", "2**40", "--count", "50000", "--batch-size", "5000"
+def test_parallel_hdf5_with_ranks_on_three_nodes_matches_gather(cluster, job_file, one_rank, tmp_path):
+    if not Path(MPIO_PYTHON).exists():
+        message = f"no parallel h5py at {MPIO_PYTHON} (scripts/install-parallel-h5py.sh .venv-mpio)"
+        if os.environ.get("HPCTHREADS_REQUIRE_MPIO") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    out, text = script_run(
+        cluster,
+        tmp_path,
+        "cpu.sbatch",
+        "-N",
+        "3",
+        "--ntasks-per-node=2",
+        HPCTHREADS_TARGET=str(job_file),
+        HPCTHREADS_PYTHON=MPIO_PYTHON,
+        HPCTHREADS_ARGS="--io mpio",
     )
-    assert_same_results(base, out)
+    with h5py.File(out) as f:
+        assert f.attrs["io"] == "mpio", text
+    with h5py.File(one_rank) as f:
+        assert f.attrs["io"] == "gather"
+    assert set(rank_hosts(out)) == THREE
+    assert_same_results(one_rank, out)
 
 
-def test_gpu_script_keeps_the_coordinator_off_the_gpus(slurm, tmp_path):
-    gres = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, env=slurm).stdout
-    if "gpu:" not in gres:
-        pytest.skip("the Slurm node declares no GPUs (.ci/slurm-up.sh declares fake ones)")
-    out, log = tmp_path / "gpu.h5", tmp_path / "gpu.log"
-    env = job_env(slurm, HPCTHREADS_COUNT="40000", HPCTHREADS_OUTPUT=str(out))
-    args = ["--gpus-per-node=2", "--ntasks-per-node=3", "--cpus-per-task=1", f"--output={log}"]
-    proc = sbatch(env, *args, str(ROOT / "slurm/gpu.sbatch"), cwd=tmp_path)
-    text = log.read_text()
-    assert proc.returncode == 0, proc.stderr + text
-    assert world_size(out) == 3, text
-    bound = dict(re.findall(r"rank (\d+) on \S+: CUDA_VISIBLE_DEVICES=\[([^\]]*)\]", text))
-    assert bound["0"] == "" and {bound["1"], bound["2"]} == {"0", "1"}, text
-    assert_same_results(plain_run(tmp_path / "plain.h5", "collatz", "--count", "40000"), out)
-
-
-def test_a_signalled_job_checkpoints_requeues_and_resumes_to_the_plain_result(slurm, tmp_path):
+def test_a_signalled_three_node_job_checkpoints_requeues_and_resumes(cluster, tmp_path):
     out, log = tmp_path / "requeue.h5", tmp_path / "requeue.log"
-    env = job_env(slurm, HPCTHREADS_START="2**64", HPCTHREADS_COUNT="2e7", HPCTHREADS_OUTPUT=str(out))
+    env = job_env(cluster, HPCTHREADS_START="2**64", HPCTHREADS_COUNT="2e7", HPCTHREADS_OUTPUT=str(out))
     # Slow workers, so the run is surely mid-way when the signal comes
     env.update(HPCTHREADS_ARGS="--batch-size 1e5", HPCTHREADS_TEST_FAULTS="slow:factor=6")
-    submit = subprocess.run(
-        ["sbatch", "--parsable", "--ntasks-per-node=3", f"--output={log}", str(ROOT / "slurm/cpu.sbatch")],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=True,
-    )
-    job = submit.stdout.strip().split(";")[0]
+    args = ["-N", "3", "--ntasks-per-node=1", f"--output={log}", str(ROOT / "slurm/cpu.sbatch")]
+    job = submit(env, *args, cwd=tmp_path)
     try:
-        started = lambda: log.exists() and "rank 2 is pid" in log.read_text()  # noqa: E731
-        wait_for(started, "the workers started", env, job, log)
+        wait_for(lambda: len(pids_by_rank(read(log))) == 2, "the workers started", env, job, log)
         # Signalled once chunks are on disk, whatever the speed of this machine
-        wait_for(lambda: _work_done(out) > 0, "the first finished chunk", env, job, log)
+        wait_for(lambda: work_done(out) > 0, "the first finished chunk", env, job, log)
         # What Slurm does at --signal=B:USR1@SECONDS before the time limit
         subprocess.run(["scancel", "--signal=USR1", "--batch", job], env=env, check=True)
         deadline = time.monotonic() + 60
         while job_state(env, job).get("Restarts") != "1":
-            assert time.monotonic() < deadline, "no requeue:\n" + log.read_text()
+            assert time.monotonic() < deadline, "no requeue:\n" + read(log)
             time.sleep(0.3)
-        # A requeued job waits AuthInfo's cred_expire (10 s in .ci/slurm-up.sh) before it starts again
-        deadline = time.monotonic() + 200
-        while job_state(env, job).get("JobState") not in FINISHED:
-            assert time.monotonic() < deadline, "the resumed job did not end:\n" + log.read_text()
-            time.sleep(0.3)
+        # A requeued job waits AuthInfo's cred_expire (10 s in .ci/cluster-up.sh) before it starts again
+        state = wait_until_finished(env, job, log, timeout=200)
     finally:
         subprocess.run(["scancel", job], env=env)
-    text = log.read_text()
-    assert job_state(env, job)["JobState"] == "COMPLETED", text
+    text = read(log)
+    assert state == "COMPLETED", text
     assert "stopped by SIGUSR1" in text and "checkpointed; requeueing job" in text, text
     assert "restart 1:" in text, text
-    assert world_size(out) == 3, text
-    assert_same_results(
-        plain_run(
-            tmp_path / "plain.h5", "collatz", "--start", "2**64", "--count", "2e7", "--batch-size", "1e5"
-        ),
-        out,
+    assert set(rank_hosts(out)) == THREE, text
+    plain = cli_reference(tmp_path, "collatz", "--start", "2**64", "--count", "2e7", "--batch-size", "1e5")
+    assert_same_results(plain, out)
+
+
+def test_a_rank_killed_on_one_node_ends_the_run_and_the_rest_resume_it(cluster, job_file, one_rank, tmp_path):
+    out, log = tmp_path / "killed.h5", tmp_path / "killed.log"
+    env = job_env(
+        cluster,
+        HPCTHREADS_TARGET=str(job_file),
+        HPCTHREADS_OUTPUT=str(out),
+        HPCTHREADS_ARGS="--checkpoint-interval 0.5",
+        HPCTHREADS_TEST_FAULTS="slow:factor=40",
     )
+    args = ["-N", "3", "--ntasks-per-node=2", f"--output={log}", str(ROOT / "slurm/cpu.sbatch")]
+    job = submit(env, *args, cwd=tmp_path)
+    try:
+        wait_for(lambda: len(pids_by_rank(read(log))) == 5, "the workers started", env, job, log)
+        wait_for(lambda: work_done(out) > 0, "the first finished chunk", env, job, log)
+        victim, (pid, host) = next((r, ph) for r, ph in pids_by_rank(read(log)).items() if ph[1] == "node3")
+        # SIGKILL from inside node3, as a node's OOM killer or a crash would
+        subprocess.run(node_command("node3", "kill", "-KILL", str(pid)), check=True)
+        killed = time.monotonic()
+        state = wait_until_finished(env, job, log, timeout=60)
+        ended = time.monotonic() - killed
+    finally:
+        subprocess.run(["scancel", job], env=env)
+    text = read(log)
+    assert state == "FAILED" and ended < 60, text
+    # Slurm names the node and task; the coordinator's log maps that task to its pid and host
+    assert re.search(rf"node3: tasks? [0-9,-]*\b{victim}\b[0-9,-]*: Killed", text), text
+    assert f"rank {victim} is pid {pid} on node3" in text
+    assert not out.exists() and (tmp_path / "killed.h5.ledger").exists()
+    # The same job, resumed on the two nodes left
+    env.pop("HPCTHREADS_TEST_FAULTS")
+    resumed = tmp_path / "resumed.log"
+    args = ["-N", "2", "--exclude=node3", "--ntasks-per-node=2", f"--output={resumed}"]
+    job = submit(env, *args, str(ROOT / "slurm/cpu.sbatch"), cwd=tmp_path)
+    try:
+        state = wait_until_finished(env, job, resumed, timeout=240)
+    finally:
+        subprocess.run(["scancel", job], env=env)
+    assert state == "COMPLETED", read(resumed)
+    assert "resuming from the ledger" in read(resumed), read(resumed)
+    assert set(rank_hosts(out)) == {"node1", "node2"}
+    assert_same_results(one_rank, out)
 
 
-def test_array_campaign_parts_merge_into_the_plain_result(slurm, tmp_path):
+def test_array_campaign_parts_merge_into_the_plain_result(cluster, tmp_path):
     campaign = tmp_path / "campaign"
     env = job_env(
-        slurm,
+        cluster,
         HPCTHREADS_START="2**64 - 1000",
         HPCTHREADS_COUNT="30001",
         HPCTHREADS_TASKS="3",
@@ -171,35 +264,9 @@ def test_array_campaign_parts_merge_into_the_plain_result(slurm, tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr + logs
     parts = sorted(campaign.glob("part-*.h5"))
     assert len(parts) == 3 and all(world_size(part) == 2 for part in parts), logs
-    base = plain_run(tmp_path / "plain.h5", "collatz", "--start", "2**64 - 1000", "--count", "30001")
+    base = cli_reference(tmp_path, "collatz", "--start", "2**64 - 1000", "--count", "30001")
     assert_same_results(base, campaign / "merged.h5")
 
 
-def job_state(env: dict, job: str) -> dict[str, str]:
-    text = subprocess.run(
-        ["scontrol", "show", "job", "-o", job], capture_output=True, text=True, env=env
-    ).stdout
-    return dict(re.findall(r"(\w+)=(\S*)", text))
-
-
-FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
-
-
-def _work_done(out: Path) -> int:
-    from hpcthreads.tools.status import run_status
-
-    try:
-        return sum(job["done"] or 0 for job in run_status(out)["jobs"].values())
-    except Exception:  # noqa: BLE001 - no ledger yet, or mid-snapshot
-        return 0
-
-
-def wait_for(predicate, what: str, env: dict, job: str, log: Path, timeout: float = 120) -> None:
-    """Poll `predicate` until true; fail early, with the job's log, if the job ends first."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        state = job_state(env, job).get("JobState")
-        text = log.read_text() if log.exists() else ""
-        assert state not in FINISHED, f"job {job} ended ({state}) before {what}:\n{text}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}:\n{text}"
-        time.sleep(0.3)
+def read(path: Path) -> str:
+    return path.read_text() if path.exists() else ""

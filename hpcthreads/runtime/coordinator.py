@@ -70,6 +70,9 @@ class Coordinator(BaseDispatcher):
         self.local = local
         limits = max_chunks or [1 << 62] * len(workloads)
         queues = [self._queue(i, w, limits[i]) for i, w in enumerate(workloads)]
+        if resumed := sum(queue.done for queue in queues):
+            total = sum(w.job.size for w in workloads)
+            log.info("resuming from the ledger: %s of %s items already done", f"{resumed:,}", f"{total:,}")
         ranks = [0] if local is not None else list(children or [])
         super().__init__(
             transport, workloads, ranks, queues, target, heartbeat_timeout, startup_timeout, clock
