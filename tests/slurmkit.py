@@ -21,6 +21,12 @@ from helpers import ROOT
 
 CLUSTER_DIR = Path(os.environ.get("HPCTHREADS_CLUSTER_DIR", "/tmp/hpcthreads-cluster"))
 
+
+# The Python that Slurm's steps run (default: this one, with PyPI's MPICH). Under load, Slurm
+# 22.05's pmi2 plugin sometimes split PyPI MPICH 5's PMI requests ("value not properly terminated
+# in client request") and MPI_Init failed; docs/deploy.md says more.
+CLUSTER_PYTHON = os.environ.get("HPCTHREADS_CLUSTER_PYTHON") or sys.executable
+
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
 
 
@@ -46,7 +52,8 @@ def idle_nodes(env: dict[str, str]) -> list[str] | None:
     if proc.returncode != 0:
         return None
     fields = (line.split() for line in proc.stdout.splitlines())
-    return sorted({f[0] for f in fields if len(f) == 2 and f[1].rstrip("*") in ("idle", "mix", "alloc")})
+    up = ("idle", "mix", "alloc", "comp")  # comp: ending the last test's job, about to take more
+    return sorted({f[0] for f in fields if len(f) == 2 and f[1].rstrip("*") in up})
 
 
 def require(problem: str | None, variable: str) -> None:
@@ -77,8 +84,8 @@ def node_command(node: str, *command: str) -> list[str]:
 
 
 def job_env(slurm: dict, **variables: str) -> dict[str, str]:
-    """The jobs' environment: this Python and checkout, and tiny parameters."""
-    env = {**slurm, "HPCTHREADS_PYTHON": sys.executable, "HPCTHREADS_HOME": str(ROOT)}
+    """The jobs' environment: the cluster's Python, this checkout, and tiny parameters."""
+    env = {**slurm, "HPCTHREADS_PYTHON": CLUSTER_PYTHON, "HPCTHREADS_HOME": str(ROOT)}
     env.update(variables)
     return env
 

@@ -19,7 +19,7 @@ import pytest
 import yaml
 from h5compare import assert_same_results
 from helpers import ROOT, cli, mpiexec, run_session
-from slurmkit import CLUSTER_DIR, cluster_fixture, node_command, rank_hosts
+from slurmkit import CLUSTER_DIR, CLUSTER_PYTHON, cluster_fixture, node_command, rank_hosts
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -92,7 +92,7 @@ def test_ranks_on_three_nodes_send_their_data_over_the_network(cluster, tmp_path
     args = ["collatz", "--count", "200000", "--store", "per-number", "--batch-size", "20000"]
     before = {node: link_bytes(node) for node in (2, 3)}
     # As a user on the login node would: .ci/cluster-exec.sh sets the MPI variables by itself
-    srun = ["srun", "-N", "3", "-n", "4", "--mpi=pmi2", sys.executable, "-m", "hpcthreads", "run"]
+    srun = ["srun", "-N", "3", "-n", "4", "--mpi=pmi2", CLUSTER_PYTHON, "-m", "hpcthreads", "run"]
     command = [str(ROOT / ".ci" / "cluster-exec.sh"), *srun, *args, "-o", str(out)]
     env = {k: v for k, v in cluster.items() if not k.startswith("UCX_")}
     proc = run_session(command, timeout=180, env=env, cwd=tmp_path)
