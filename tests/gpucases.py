@@ -29,3 +29,62 @@ def compare_backends(gpu, cpu, start: int, count: int, depth: int = 40) -> None:
         assert_same_raw(gpu.verify_range(start, count, max_steps), cpu.verify_range(start, count, max_steps))
     threads = min(count, 8)
     assert_same_raw(gpu.thread_paths(start, threads, depth), cpu.thread_paths(start, threads, depth))
+
+
+# Sieve settings of the sieved comparisons: (bits, extra bits, skip_from as a share of the start or 1)
+SIEVES = [(28, 14), (6, 3), (10, 4), (12, 0)]
+
+
+def compare_sieved(gpu, cpu, start: int, count: int, bits: int, extra: int, skip_from: int = 0) -> None:
+    """The GPU's sieve equals numba-cpu's, `walked` included, with a loose and a tight step bound."""
+    from hpcthreads.backends import sieveplan
+
+    tight = sieveplan.sieve_with_extension(bits, extra).glide_max + 3
+    for max_steps in (tight, 100_000):
+        got = gpu.verify_range(start, count, max_steps, bits, extra, skip_from)
+        want = cpu.verify_range(start, count, max_steps, bits, extra, skip_from)
+        assert_same_raw(got, want)
+
+
+def walked_reference(start: int, count: int, bits: int, extra: int, skip_from: int, max_steps: int) -> int:
+    """`walked` by brute force: each n followed bits + e steps of T (3n+1 over 2 or n/2), no table.
+
+    n is left to walk unless the sieve applies to it (n >= its exact_from,
+    below 2^76, a step bound past the glides it skips) and n drops below
+    itself within bits + e steps (e: the extension's depth at n) or the 3^2
+    sieve skips it (n = 3m + 2 or 9m + 4 from the first block of 2^bits at or
+    past skip_from). The tables give only exact_from and glide_max.
+    """
+    from hpcthreads.backends import sieveplan
+
+    total = 0
+    skip_a = -(-skip_from >> bits) if skip_from else None
+    for n in range(start, start + count):
+        e = max(0, min(extra, n.bit_length() - 1 - bits))
+        sieve = sieveplan.sieve_with_extension(bits, e)
+        if not bits or max_steps < sieve.glide_max or n >= 2**76 or n < int(sieve.exact_from):
+            total += 1
+            continue
+        if skip_a is not None and (n >> bits) >= skip_a and n % 9 in (2, 4, 5, 8):
+            continue
+        v = n
+        for _ in range(bits + e):
+            v = v // 2 if v % 2 == 0 else (3 * v + 1) // 2
+            if v < n:
+                break
+        else:
+            total += 1
+    return total
+
+
+def run_verify(backend, chunk: int, **params):
+    """A whole verify job in chunks of `chunk` values, merged last to first, then finished."""
+    from hpcthreads.config import make_job
+    from hpcthreads.workloads import make_workload
+
+    job = make_job({"name": "v", "type": "verify", "parameters": params}, 0)
+    workload = make_workload(job)
+    summary = workload.empty()
+    for off in reversed(range(0, job.size, chunk)):
+        summary = workload.merge(summary, workload.compute(backend, off, min(chunk, job.size - off)).summary)
+    return workload.finish(summary)

@@ -66,6 +66,12 @@ TYPING_CHECK = textwrap.dedent(
         "collatz_numbers": (u, u, u, u, a(u), u, *tables, a(T.uint32), a(T.uint32), a(u), a(u), a(T.uint8)),
         "verify_segments": (u, u, u, u, u, u, a(u), a(T.uint32), a(u), a(u), u),
         "verify_numbers": (u, u, u, u, a(u), u, u, a(T.uint32), a(T.uint8)),
+        "verify_sieve_segments": (
+            *(u,) * 9, a(u), a(u), a(u), a(T.uint8), *(u,) * 5, a(u), a(T.uint32), a(u), a(u), u,
+        ),
+        "verify_sieve_numbers": (
+            *(u,) * 7, a(u), u, u, a(u), a(u), a(u), a(T.uint8), *(u,) * 5, a(T.uint32), a(T.uint8),
+        ),
         "thread_paths": (u, u, u, u, a(u, 2), a(u, 2), a(T.uint32), a(u), a(u), a(T.uint8)),
     }
     for name, kernel in k.KERNELS.items():

@@ -33,6 +33,8 @@ class VerifyRaw(NamedTuple):
     glide_records: np.ndarray
     too_long: np.ndarray
     overflows: np.ndarray
+    # Start values followed past the sieve (all of them without one): the work, the same on every backend
+    walked: int
 
 
 class ThreadRaw(NamedTuple):

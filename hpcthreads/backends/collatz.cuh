@@ -129,6 +129,23 @@ HD int glide_number(u64 nhi, u64 nlo, u64 max_steps, u64 *glide) {
     *glide = 0;
     if (nhi == 0 && nlo == 1) return ST_OK;
     u64 vhi = nhi, vlo = nlo, steps = 0;
+    /* One word while the start and the value fit (the same steps, half the arithmetic); two from the
+     * first 3v+1 that leaves it */
+    while (nhi == 0 && steps < max_steps) {
+        if ((vlo & 1) == 0) {
+            vlo >>= 1;
+            steps += 1;
+            if (vlo < nlo) {
+                *glide = steps;
+                return ST_OK;
+            }
+        } else if (vlo <= LIMIT64) {
+            vlo = vlo * 3 + 1;
+            steps += 1;
+        } else {
+            break;
+        }
+    }
     while (steps < max_steps) {
         if ((vlo & 1) == 0) {
             halve(&vhi, &vlo);
@@ -144,6 +161,33 @@ HD int glide_number(u64 nhi, u64 nlo, u64 max_steps, u64 *glide) {
         }
     }
     return ST_TOO_LONG;
+}
+
+/* The sieve table's packed entries: c (odd steps) above bit 56, d below (sieve.py) */
+#define PACK_SHIFT 56
+#define PACK_MASK ((1ULL << 56) - 1)
+/* Bit r set: n with n mod 9 = r is walked; the 3^2 sieve skips 2, 4, 5 and 8 */
+#define KEEP_MOD9 ((1ULL << 0) | (1ULL << 1) | (1ULL << 3) | (1ULL << 6) | (1ULL << 7))
+
+/* The start value of survivor item `item` (entry (idx0 + item) mod nsurv of the table, block
+ * a = a0 + (idx0 + item) / nsurv, n = 2^sbits a + b: increasing n, as sieve.scan_survivors takes
+ * them); returns 1 when the extension and the 3^2 sieve let it live */
+HD int sieve_item(u64 item, u64 a0hi, u64 a0lo, u64 idx0, u64 sbits, const u64 *sres, const u64 *spacked,
+                  const u64 *pow3, const u8 *kill, u64 extra, u64 skip_ahi, u64 skip_alo, u64 nsurv, u64 *nhi,
+                  u64 *nlo) {
+    u64 q = idx0 + item, arel = q / nsurv, j = q - arel * nsurv;
+    u64 alo = a0lo + arel, ahi = a0hi + (alo < a0lo ? 1ULL : 0ULL);
+    *nhi = (ahi << sbits) | (alo >> (64 - sbits));
+    *nlo = (alo << sbits) | sres[j];
+    u64 entry = spacked[j], c = entry >> PACK_SHIFT;
+    /* (3^c a + d) mod 2^extra needs only the low words */
+    u64 r = (pow3[c] * alo + (entry & PACK_MASK)) & ((1ULL << extra) - 1);
+    if (kill[(c << extra) | r]) return 0;
+    if (ahi > skip_ahi || (ahi == skip_ahi && alo >= skip_alo)) {
+        u64 n9 = (*nhi % 9 * 7 + *nlo % 9) % 9; /* 2^64 = 7 (mod 9) */
+        return (int)((KEEP_MOD9 >> n9) & 1);
+    }
+    return 1;
 }
 
 /* The first max_depth steps of one thread into a zeroed row; returns ST_OVERFLOW if it left 128 bits */

@@ -115,6 +115,51 @@ KERNEL verify_numbers(u64 nthreads, u64 shi, u64 slo, u64 count, const u64 *segs
     }
 }
 
+/* verify_segments over the sieve's items (sieve_item): only survivors are walked, sums[0] counts them */
+KERNEL verify_sieve_segments(u64 nthreads, u64 shi, u64 slo, u64 a0hi, u64 a0lo, u64 idx0, u64 nitems,
+                             u64 seg_len, u64 sbits, const u64 *sres, const u64 *spacked, const u64 *pow3,
+                             const u8 *kill, u64 extra, u64 skip_ahi, u64 skip_alo, u64 nsurv, u64 max_steps,
+                             u64 *sums, u32 *seg_glide, u64 *over, u64 *too_long, u64 cap) {
+    (void)shi;
+    FOR_EACH_THREAD(t, nthreads) {
+        u64 first = t * seg_len, last = first + seg_len < nitems ? first + seg_len : nitems, bg = 0, walked = 0;
+        for (u64 item = first; item < last; ++item) {
+            u64 nhi, nlo, glide;
+            if (!sieve_item(item, a0hi, a0lo, idx0, sbits, sres, spacked, pow3, kill, extra, skip_ahi, skip_alo,
+                            nsurv, &nhi, &nlo))
+                continue;
+            walked += 1;
+            int status = glide_number(nhi, nlo, max_steps, &glide);
+            if (status == ST_OK) {
+                if (glide + 1 > bg) bg = glide + 1;
+            } else if (status == ST_TOO_LONG) {
+                APPEND(too_long, &sums[3], cap, nlo - slo);
+            } else {
+                APPEND(over, &sums[1], cap, nlo - slo);
+            }
+        }
+        ATOMIC_ADD(&sums[0], walked);
+        seg_glide[t] = (u32)bg;
+    }
+}
+
+/* verify_numbers over the sieve's items; an item the sieve settles is ST_ABSENT */
+KERNEL verify_sieve_numbers(u64 nthreads, u64 shi, u64 slo, u64 a0hi, u64 a0lo, u64 idx0, u64 nitems,
+                            const u64 *segs, u64 seg_len, u64 sbits, const u64 *sres, const u64 *spacked,
+                            const u64 *pow3, const u8 *kill, u64 extra, u64 skip_ahi, u64 skip_alo, u64 nsurv,
+                            u64 max_steps, u32 *glide, u8 *status) {
+    (void)shi;
+    (void)slo;
+    FOR_EACH_THREAD(t, nthreads) {
+        u64 item = segs[t / seg_len] * seg_len + t % seg_len, nhi, nlo, g = 0;
+        status[t] = ST_ABSENT;
+        if (item < nitems && sieve_item(item, a0hi, a0lo, idx0, sbits, sres, spacked, pow3, kill, extra,
+                                        skip_ahi, skip_alo, nsurv, &nhi, &nlo))
+            status[t] = (u8)glide_number(nhi, nlo, max_steps, &g);
+        glide[t] = (u32)g;
+    }
+}
+
 /* One thread per trajectory; rows of the path arrays are zero on entry */
 KERNEL thread_paths(u64 nthreads, u64 shi, u64 slo, u64 max_depth, u64 *paths_lo, u64 *paths_hi, u32 *depth,
                     u64 *final_lo, u64 *final_hi, u8 *status) {

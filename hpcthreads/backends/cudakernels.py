@@ -21,6 +21,11 @@ LIMIT64 = U64(0x5555555555555554)
 LIMIT128_HI = U64(0x5555555555555555)
 LIMIT128_LO = U64(0x5555555555555554)
 LOW32 = U64(0xFFFFFFFF)
+# The sieve table's packed entries: c (odd steps) above bit 56, d below (sieve.py)
+PACK_SHIFT = U64(56)
+PACK_MASK = U64((1 << 56) - 1)
+# Bit r set: n with n mod 9 = r is walked; the 3^2 sieve skips 2, 4, 5 and 8 (sieve.KEEP_MOD9)
+KEEP_MOD9 = U64(sum(1 << r for r in range(9) if r not in (2, 4, 5, 8)))
 OK = 0
 OVERFLOW = 1
 TOO_LONG = 2
@@ -137,6 +142,18 @@ def glide_number(nhi, nlo, max_steps):
         return OK, ZERO
     vhi, vlo = nhi, nlo
     steps = ZERO
+    # One word while the start and the value fit (the same steps, half the arithmetic)
+    while nhi == ZERO and steps < max_steps:
+        if (vlo & ONE) == ZERO:
+            vlo >>= ONE
+            steps += ONE
+            if vlo < nlo:
+                return OK, steps
+        elif vlo <= LIMIT64:
+            vlo = vlo * THREE + ONE
+            steps += ONE
+        else:
+            break  # 3v+1 leaves the word: two words from here
     while steps < max_steps:
         if (vlo & ONE) == ZERO:
             vhi, vlo = halve(vhi, vlo)
@@ -275,6 +292,84 @@ def thread_paths(nthreads, shi, slo, max_depth, paths_lo, paths_hi, depth, final
     final_hi[t] = vhi
 
 
+@cuda.jit(device=True)
+def sieve_item(item, a0hi, a0lo, idx0, sbits, sres, spacked, pow3, kill, extra, skip_ahi, skip_alo, nsurv):
+    """(alive, nhi, nlo): the start value of a survivor item, and whether the extension and the 3^2
+    sieve let it live. Item L is table entry (idx0 + L) mod nsurv of a = a0 + (idx0 + L) // nsurv:
+    n = 2^k a + b, in increasing order of n (sieve.scan_survivors takes them in the same order).
+    """
+    q = idx0 + item
+    arel = q // nsurv
+    j = q - arel * nsurv
+    alo = a0lo + arel
+    ahi = a0hi + (ONE if alo < a0lo else ZERO)
+    nhi = (ahi << sbits) | (alo >> (U64(64) - sbits))
+    nlo = (alo << sbits) | sres[j]
+    entry = spacked[j]
+    c = entry >> PACK_SHIFT
+    # (3^c a + d) mod 2^extra needs only the low words
+    r = (pow3[c] * alo + (entry & PACK_MASK)) & ((ONE << extra) - ONE)
+    alive = kill[(c << extra) | r] == 0
+    if alive and (ahi > skip_ahi or (ahi == skip_ahi and alo >= skip_alo)):
+        n9 = (nhi % U64(9) * U64(7) + nlo % U64(9)) % U64(9)  # 2^64 = 7 (mod 9)
+        alive = ((KEEP_MOD9 >> n9) & ONE) == ONE
+    return alive, nhi, nlo
+
+
+@cuda.jit
+def verify_sieve_segments(
+    nthreads, shi, slo, a0hi, a0lo, idx0, nitems, seg_len, sbits, sres, spacked, pow3, kill, extra,
+    skip_ahi, skip_alo, nsurv, max_steps, sums, seg_glide, over, too_long, cap,
+):  # fmt: skip
+    """verify_segments over the sieve's items: only survivors are walked; sums[0] counts them."""
+    t = U64(cuda.grid(1))
+    if t >= nthreads:
+        return
+    first = t * seg_len
+    last = min(first + seg_len, nitems)
+    bg = ZERO
+    walked = ZERO
+    for item in range(first, last):
+        alive, nhi, nlo = sieve_item(
+            U64(item), a0hi, a0lo, idx0, sbits, sres, spacked, pow3, kill, extra, skip_ahi, skip_alo, nsurv
+        )
+        if not alive:
+            continue
+        walked += ONE
+        status, glide = glide_number(nhi, nlo, max_steps)
+        if status == OK:
+            bg = max(bg, glide + ONE)
+        elif status == TOO_LONG:
+            append(too_long, sums, 3, cap, nlo - slo)
+        else:
+            append(over, sums, 1, cap, nlo - slo)
+    cuda.atomic.add(sums, 0, walked)
+    seg_glide[t] = bg
+
+
+@cuda.jit
+def verify_sieve_numbers(
+    nthreads, shi, slo, a0hi, a0lo, idx0, nitems, segs, seg_len, sbits, sres, spacked, pow3, kill, extra,
+    skip_ahi, skip_alo, nsurv, max_steps, glide, status,
+):  # fmt: skip
+    """verify_numbers over the sieve's items; an item the sieve settles is ABSENT."""
+    t = U64(cuda.grid(1))
+    if t >= nthreads:
+        return
+    item = segs[t // seg_len] * seg_len + t % seg_len
+    glide[t] = 0
+    status[t] = ABSENT
+    if item >= nitems:
+        return
+    alive, nhi, nlo = sieve_item(
+        item, a0hi, a0lo, idx0, sbits, sres, spacked, pow3, kill, extra, skip_ahi, skip_alo, nsurv
+    )
+    if alive:
+        s, g = glide_number(nhi, nlo, max_steps)
+        status[t] = s
+        glide[t] = g
+
+
 @cuda.jit
 def fill_zero(array, n):
     # Device arrays start uninitialised; filling them here spares a host copy
@@ -288,5 +383,7 @@ KERNELS = {
     "collatz_numbers": collatz_numbers,
     "verify_segments": verify_segments,
     "verify_numbers": verify_numbers,
+    "verify_sieve_segments": verify_sieve_segments,
+    "verify_sieve_numbers": verify_sieve_numbers,
     "thread_paths": thread_paths,
 }

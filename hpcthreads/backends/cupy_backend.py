@@ -11,7 +11,15 @@ from hpcthreads.backends.gpubase import BaseGPUBackend, cdiv
 from hpcthreads.errors import BackendError
 
 HERE = Path(__file__).parent
-KERNEL_NAMES = ("collatz_segments", "collatz_numbers", "verify_segments", "verify_numbers", "thread_paths")
+KERNEL_NAMES = (
+    "collatz_segments",
+    "collatz_numbers",
+    "verify_segments",
+    "verify_numbers",
+    "verify_sieve_segments",
+    "verify_sieve_numbers",
+    "thread_paths",
+)
 BLOCK = 256
 
 

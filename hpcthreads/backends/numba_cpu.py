@@ -13,16 +13,23 @@ from hpcthreads.backends.base import (
     VerifyRaw,
     split_words,
 )
+from hpcthreads.backends.sieveplan import (
+    extra_at,
+    join_pieces,
+    residues_mod9,
+    sieve_pieces,
+    sieve_with_extension,
+    skip_block,
+)
 from hpcthreads.backends.tablecache import load_or_build
+
+# The sieve's tables, under the name the tests use
+_sieve_with_extension = sieve_with_extension
 
 _EMPTY = np.zeros(0, np.uint64)
 # Delay, peak and glide of every value below 2^20 (12 MiB per rank)
 TABLE_BITS = 20
 _TABLES: tuple | None = None
-_SIEVES: dict[int, tuple] = {}
-# Table bits -> the residues of that sieve table mod 9 (for the 3^2 sieve)
-_RES9: dict[int, np.ndarray] = {}
-_EXTENSIONS: dict[tuple[int, int], tuple] = {}
 
 
 def _build_tables() -> dict[str, np.ndarray]:
@@ -47,55 +54,6 @@ def _tables() -> tuple:
         tpeak_max = np.uint64(t["tpeak"].max())
         _TABLES = (t["tdelay"], t["tpeak"], t["tglide"], t["hot"], t["cold"], pow3, tpeak_max)
     return _TABLES
-
-
-def _sieve(bits: int) -> tuple:
-    """(residues, packed, bits, glide_max, exact_from) of the 2^bits sieve; none for bits 0."""
-    if bits not in _SIEVES:
-        from hpcthreads.backends import steptables
-
-        def build() -> dict[str, np.ndarray]:
-            res, packed, glide_max, exact_from = steptables.build_sieve(bits)
-            return {"res": res, "packed": packed, "info": np.array([glide_max, exact_from], np.uint64)}
-
-        s = load_or_build(f"sieve-{bits}", build) if bits else {}
-        if bits:
-            info = s["info"]
-            _SIEVES[bits] = (s["res"], s["packed"], bits, int(info[0]), np.uint64(info[1]))
-        else:
-            _SIEVES[bits] = (_EMPTY, _EMPTY, 1, 0, np.uint64(0))
-    return _SIEVES[bits]
-
-
-def _sieve_with_extension(bits: int, extra: int) -> tuple:
-    """The kernel's sieve arguments: the table, its extension by `extra` bits, glide_max, exact_from.
-
-    The extension (built in memory, milliseconds) applies where both its
-    conditions and the table's hold: n >= 2^(bits + extra), and a running
-    maximum glide of at least the larger glide_max.
-    """
-    res, packed, bits, glide_max, exact_from = _sieve(bits)
-    if not res.shape[0]:
-        extra = 0
-    key = (bits, extra)
-    if key not in _EXTENSIONS:
-        from hpcthreads.backends import steptables
-
-        present = np.zeros(bits + 1, np.bool_)
-        present[np.unique(packed >> np.uint64(56)).astype(np.int64)] = True
-        kill, ce, de, ext_glide_max = steptables.build_sieve_extension(bits, extra, present)
-        if extra:
-            glide_max = max(glide_max, int(ext_glide_max))
-            exact_from = max(exact_from, np.uint64(1 << (bits + extra)))
-        _EXTENSIONS[key] = (kill, ce, de, extra, glide_max, exact_from)
-    return (res, packed, bits, *_EXTENSIONS[key])
-
-
-def _residues_mod9(bits: int) -> np.ndarray:
-    """b mod 9 for every residue b of the 2^bits sieve table (for the 3^2 sieve)."""
-    if bits not in _RES9:
-        _RES9[bits] = (_sieve(bits)[0] % np.uint64(9)).astype(np.uint8)
-    return _RES9[bits]
 
 
 class NumbaCPUBackend(BaseBackend):
@@ -133,13 +91,20 @@ class NumbaCPUBackend(BaseBackend):
         sieve_extra_bits: int = DEFAULT_SIEVE_EXTRA_BITS,
         skip_from: int = 0,
     ) -> VerifyRaw:
+        pieces = []
+        for first, end in sieve_pieces(start, count, sieve_bits, sieve_extra_bits):
+            raw = self._verify_piece(first, end - first, max_steps, sieve_bits, sieve_extra_bits, skip_from)
+            pieces.append((first - start, raw))
+        return join_pieces(pieces)
+
+    def _verify_piece(
+        self, start: int, count: int, max_steps: int, sieve_bits: int, sieve_extra_bits: int, skip_from: int
+    ) -> VerifyRaw:
         shi, slo = split_words(start)
         cold, pow3 = self._tables[4:6]
         # The extension applies from 2^(bits + extra): below, fewer extra bits that apply at once
-        sieve_extra_bits = max(0, min(sieve_extra_bits, start.bit_length() - 1 - sieve_bits))
-        # The 3^2 sieve works on whole blocks of 2^bits values: from the first a with 2^bits a >= skip_from
-        skip_a = -(-skip_from // (1 << sieve_bits)) if skip_from else (1 << 128) - 1
-        skip_hi, skip_lo = split_words(min(skip_a, (1 << 128) - 1))
+        sieve_extra_bits = extra_at(start, sieve_bits, sieve_extra_bits)
+        skip_hi, skip_lo = split_words(skip_block(skip_from, sieve_bits))
         out = self._sieve.verify_range(
             np.uint64(shi),
             np.uint64(slo),
@@ -147,12 +112,12 @@ class NumbaCPUBackend(BaseBackend):
             max_steps,
             cold,
             pow3,
-            *_sieve_with_extension(sieve_bits, sieve_extra_bits),
-            _residues_mod9(sieve_bits),
+            *sieve_with_extension(sieve_bits, sieve_extra_bits),
+            residues_mod9(sieve_bits),
             np.uint64(skip_hi),
             np.uint64(skip_lo),
         )
-        return VerifyRaw(*out)
+        return VerifyRaw(*out[:3], int(out[3]))
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)

@@ -53,8 +53,8 @@ BATCH = 256
 # Bit r (r < 18): keep n with n mod 9 = r mod 9; the 3^2 sieve drops 2, 5, 8 (n = 3m + 2) and 4
 KEEP_ALL = U64((1 << 18) - 1)
 KEEP_MOD9 = U64(sum(1 << r for r in range(18) if r % 9 not in (2, 4, 5, 8)))
-# Scan state
-NG, NL, NO, BEST = range(4)
+# Scan state: list lengths, the running maximum glide, the start values walked
+NG, NL, NO, BEST, WALKED = range(5)
 
 
 @njit(cache=True)
@@ -64,14 +64,15 @@ def verify_range(
 ):  # fmt: skip
     """Convergence check of [start, start+count).
 
-    Returns (glide_records, too_long, overflows): chunk-local glide records as
-    rows (offset, 0, glide), and the offsets that exceeded `max_steps` or would
-    leave 128 bits.
+    Returns (glide_records, too_long, overflows, walked): chunk-local glide
+    records as rows (offset, 0, glide), the offsets that exceeded `max_steps`
+    or would leave 128 bits, and how many start values the sieve left to
+    walk (`counts_as_walked`).
     """
     grec = np.zeros((64, 3), np.uint64)
     long_ = np.zeros((8, 3), np.uint64)
     over = np.zeros((8, 3), np.uint64)
-    state = np.zeros(4, np.int64)
+    state = np.zeros(5, np.int64)
     state[BEST] = -1
     i = np.int64(0)  # not the literal 0: one compiled scan_verify, not two
     while True:
@@ -84,7 +85,8 @@ def verify_range(
         grec = grow(grec, state[NG])
         long_ = grow(long_, state[NL])
         over = grow(over, state[NO])
-    return grec[: state[NG]].copy(), long_[: state[NL], 0].copy(), over[: state[NO], 0].copy()
+    walked = state[WALKED]
+    return grec[: state[NG]].copy(), long_[: state[NL], 0].copy(), over[: state[NO], 0].copy(), walked
 
 
 @njit(cache=True)
@@ -108,16 +110,23 @@ def scan_verify(
     nhi, nlo = shi, slo + U64(first)
     if nlo < slo:
         nhi += ONE
+    walked = state[WALKED]
     i = first
     while i < count:
         if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
             break
-        if sieve_ok and best >= glide_max and (nhi != ZERO or nlo >= exact_from):
+        sieved = sieve_ok and (nhi != ZERO or nlo >= exact_from)
+        if sieved and best >= glide_max:
+            state[WALKED] = walked
             state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
             return scan_survivors(
                 shi, slo, i, count, max_steps, pow3, sres, spacked, sbits, kill, ce, de, extra,
                 sres9, skip_ahi, skip_alo, grec, long_, over, state,
             )  # fmt: skip
+        if sieved:
+            walked += counts_as_walked(nhi, nlo, pow3, sres, spacked, sbits, kill, extra, skip_ahi, skip_alo)
+        else:
+            walked += 1
         status = OK
         glide = 0
         if nhi == ZERO and nlo == ONE:
@@ -142,7 +151,7 @@ def scan_verify(
             ng = put(grec, ng, U64(i), ZERO, U64(glide))
         nhi, nlo = next_start(nhi, nlo)
         i += 1
-    state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+    state[NG], state[NL], state[NO], state[BEST], state[WALKED] = ng, nl, no, best, walked
     return i
 
 
@@ -171,7 +180,7 @@ def scan_survivors(
     ext = U64(extra)
     emask = (ONE << ext) - ONE
     nsurv = sres.shape[0]
-    ng, nl, no, best = state[NG], state[NL], state[NO], state[BEST]
+    ng, nl, no, best, walked = state[NG], state[NL], state[NO], state[BEST], state[WALKED]
     nhi, nlo = shi, slo + U64(first)
     if nlo < slo:
         nhi += ONE
@@ -231,6 +240,7 @@ def scan_survivors(
                 else:
                     st1, g1 = glide_rest(hbase, lbase | b1, vhi, vlo, steps, max_steps)
                     st2, g2 = OK, np.int64(0)
+                walked += 2 if pair else 1
                 if st1 == OK and g1 <= best and st2 == OK and g2 <= best:
                     continue
                 # In order: the first value, then the second of a pair
@@ -249,7 +259,9 @@ def scan_survivors(
                         best = glide
                         ng = put(grec, ng, U64(i), ZERO, U64(glide))
                     if ng == grec.shape[0] or nl == long_.shape[0] or no == over.shape[0]:
-                        state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+                        # A pair's second value is walked again (and counted) from i + 1
+                        walked -= 1 if pair and k == 0 else 0
+                        state[NG], state[NL], state[NO], state[BEST], state[WALKED] = ng, nl, no, best, walked
                         return i + 1
         if ahi == lasthi and alo == lastlo:
             break
@@ -260,8 +272,36 @@ def scan_survivors(
         a9 += ONE
         if a9 == U64(9):
             a9 = ZERO
-    state[NG], state[NL], state[NO], state[BEST] = ng, nl, no, best
+    state[NG], state[NL], state[NO], state[BEST], state[WALKED] = ng, nl, no, best, walked
     return count
+
+
+@njit(cache=True)
+def counts_as_walked(nhi, nlo, pow3, sres, spacked, sbits, kill, extra, skip_ahi, skip_alo):
+    """1 when n survives the sieve (table, extension and 3^2 sieve), else 0.
+
+    Where the sieve applies, `walked` counts its survivors whether or not the
+    chunk's running maximum glide has let it skip the others yet: that
+    warm-up depends on where a chunk starts, and `walked` must not (every
+    backend and every chunking of a range report the same count).
+    """
+    sshift = U64(sbits)
+    b = nlo & ((ONE << sshift) - ONE)
+    j = residue_index(sres, b)
+    if j == sres.shape[0] or sres[j] != b:
+        return 0
+    ahi, alo = nhi >> sshift, (nlo >> sshift) | (nhi << (U64(64) - sshift))
+    entry = spacked[j]
+    c = entry >> PACK_SHIFT
+    vhi, vlo = mul_add(ahi, alo, pow3[c], entry & PACK_MASK)
+    r = vlo & ((ONE << U64(extra)) - ONE)
+    if kill[(c << U64(extra)) | r]:
+        return 0
+    if ahi > skip_ahi or (ahi == skip_ahi and alo >= skip_alo):
+        n9 = (nhi % U64(9) * U64(7) + nlo % U64(9)) % U64(9)  # 2^64 = 7 (mod 9)
+        if (KEEP_MOD9 >> n9) & ONE == ZERO:
+            return 0
+    return 1
 
 
 @njit(inline="always")

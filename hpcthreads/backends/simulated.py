@@ -93,7 +93,7 @@ class SimulatedBackend(BaseBackend):
     ) -> VerifyRaw:
         self._sleep(count)
         empty = np.zeros(0, np.int64)
-        return VerifyRaw(np.zeros((0, 3), np.uint64), empty, empty)
+        return VerifyRaw(np.zeros((0, 3), np.uint64), empty, empty, 0)  # nothing walked
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         self._sleep(count)

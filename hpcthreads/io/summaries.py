@@ -52,6 +52,8 @@ def _write_collatz(group: Any, s: CollatzSummary) -> None:
 def _write_verify(group: Any, s: VerifySummary) -> None:
     group.attrs["count"] = encode_int(s.count)
     group.attrs["covered"] = encode_int(s.covered)
+    if s.walked is not None:
+        group.attrs["walked"] = encode_int(s.walked)
     _write_records(group, "glide", s.glide_records)
     _put_max(group, "max_glide", s.max_glide)
     data = encode_table([(n,) for n in s.unresolved], 1)[:, 0] if s.unresolved else np.zeros(0, np.int64)
@@ -87,6 +89,7 @@ def load_summary(group: Any) -> Any:
             count=decode_int(attrs["count"]),
             glide_records=_pairs(group["records"]["glide"]),
             unresolved=[decode_int(v) for v in group["unresolved"][()]],
+            walked=decode_int(attrs["walked"]) if "walked" in attrs else None,
         )
     keys = ("count", "reached_one", "total_depth", "max_depth_reached")
     return ThreadSummary(**{key: decode_int(attrs[key]) for key in keys})
@@ -104,12 +107,15 @@ def read_summary(group: Any) -> dict[str, Any]:
         for key in ("reached_one", "total_depth", "max_depth_reached"):
             if key in attrs:
                 out[key] = decode_int(attrs[key])
+        if "total_depth" in attrs:
+            out["steps"] = out["total_depth"]  # the work: every step of every thread
         return out
     out["count"] = decode_int(attrs["size"])
     records = group.get("records")
     if kind == "collatz":
         if "sum_delay" in attrs:
             out["sum_delay"] = decode_int(attrs["sum_delay"])
+            out["steps"] = out["sum_delay"]  # the work: every step of every trajectory to 1
         for name in ("max_delay", "max_peak", "max_glide"):
             out[name] = _get_max(group, name)
         for name in ("delay", "path", "glide"):
@@ -117,6 +123,8 @@ def read_summary(group: Any) -> dict[str, Any]:
     else:
         out["max_steps"] = decode_int(attrs["max_steps"])
         out["covered"] = decode_int(attrs["covered"]) if "covered" in attrs else 0
+        # None in a file written before it was counted
+        out["walked"] = decode_int(attrs["walked"]) if "walked" in attrs else None
         out["max_glide"] = _get_max(group, "max_glide")
         out["glide_records"] = decode_table(records["glide"][()]) if records and "glide" in records else []
         out["unresolved"] = [decode_int(v) for v in group["unresolved"][()]] if "unresolved" in group else []

@@ -37,6 +37,9 @@ def format_job(name: str, job: dict[str, Any]) -> list[str]:
             lines.append(f"  {kind_} records: {_records(job[kind_ + '_records'])}")
     elif kind == "verify":
         lines.append(f"  covered {job['covered']:,}; max glide {_pair(job['max_glide'])}")
+        if job.get("walked") is not None and job["count"]:
+            share = job["walked"] / job["count"]
+            lines.append(f"  walked past the sieve {job['walked']:,} ({share:.4%} of the range)")
         lines.append(f"  glide records: {_records(job['glide_records'])}")
         unresolved = job["unresolved"]
         lines.append(f"  unresolved (over {job['max_steps']:,} steps): {len(unresolved)} {unresolved[:10]}")

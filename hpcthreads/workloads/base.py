@@ -75,11 +75,17 @@ class BaseWorkload:
         return 1.0
 
 
+# Summary fields added after files and ledgers were first written: absent there, None when read
+ADDED_FIELDS = ("walked",)
+
+
 def to_plain(summary: Any) -> dict[str, Any]:
     """A summary dataclass as JSON-ready values with exact integers."""
     plain = {}
     for item in fields(summary):
         value = getattr(summary, item.name)
+        if value is None:
+            continue  # not known (a file from before the field existed): absent, as it was there
         if isinstance(value, np.ndarray):
             value = value.tolist()  # Python ints, exact
         elif isinstance(value, list):
@@ -92,7 +98,7 @@ def from_plain(kind: type, plain: dict[str, Any]) -> Any:
     """The inverse of `to_plain` for the summary dataclass `kind`."""
     values = {}
     for item in fields(kind):
-        value = plain[item.name]
+        value = plain.get(item.name) if item.name in ADDED_FIELDS else plain[item.name]
         if item.name == "histogram":
             value = np.array(value, dtype=np.int64)
         elif item.name.endswith("_records"):

@@ -15,6 +15,8 @@ class VerifySummary:
     count: int = 0
     glide_records: list[records.Pair] = field(default_factory=list)
     unresolved: list[int] = field(default_factory=list)
+    # Start values the kernels followed past the sieve (None: not known, as in files from before it was)
+    walked: int | None = 0
 
     @property
     def covered(self) -> int:
@@ -66,6 +68,7 @@ class VerifyWorkload(BaseWorkload):
             count=count,
             glide_records=records.from_table(raw.glide_records, first),
             unresolved=[first + int(o) for o in raw.too_long],
+            walked=int(raw.walked),
         )
         for off in raw.overflows:
             n = first + int(off)
@@ -105,6 +108,7 @@ class VerifyWorkload(BaseWorkload):
             count=summary.count,
             glide_records=records.merge(summary.glide_records, found),
             unresolved=sorted(unresolved),
+            walked=summary.walked,
         )
 
     def merge(self, a: VerifySummary, b: VerifySummary) -> VerifySummary:
@@ -112,6 +116,7 @@ class VerifyWorkload(BaseWorkload):
             count=a.count + b.count,
             glide_records=records.merge(a.glide_records, b.glide_records),
             unresolved=sorted(set(a.unresolved) | set(b.unresolved)),
+            walked=None if a.walked is None or b.walked is None else a.walked + b.walked,
         )
 
 

@@ -6,11 +6,14 @@ in its own pytest process; the simulator is slow, so ranges are tiny.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 
 import pytest
 import reference as ref
-from gpucases import FIRST_OVER_64, FIRST_OVER_128, compare_backends
+from gpucases import FIRST_OVER_64, FIRST_OVER_128, compare_backends, compare_sieved, walked_reference
 
 from hpcthreads.backends import make_backend
 from hpcthreads.config import make_job
@@ -81,3 +84,61 @@ def test_fallbacks_when_device_lists_overflow(gpu, cpu):
         compare_backends(gpu, cpu, FIRST_OVER_128 - 2, 4)
     finally:
         gpu.hist_len, gpu.list_capacity = old
+
+
+@pytest.mark.parametrize(
+    "start,count,bits,extra,skip_from",
+    [
+        (2**40, 3000, 6, 3, 0),
+        (2**40 - 500, 1500, 8, 4, 0),
+        (2**64 - 1500, 3000, 10, 4, 0),  # across 2^64
+        (FIRST_OVER_128 - 800, 1600, 10, 4, 0),  # trajectories that leave 128 bits
+        (1, 3000, 6, 3, 1),  # the 3^2 sieve, every extension depth
+        (2**40, 40_000, 28, 14, 0),  # the default sieve
+        (2**64, 40_000, 28, 14, 0),
+    ],
+)
+def test_sieve_equals_numba_cpu(gpu, cpu, start, count, bits, extra, skip_from):
+    gpu.segment_threads = 5
+    compare_sieved(gpu, cpu, start, count, bits, extra, skip_from)
+
+
+def test_sieve_with_full_device_lists_and_chunks_ending_mid_batch(gpu, cpu):
+    gpu.segment_threads = 3
+    old = gpu.list_capacity
+    gpu.list_capacity = 0
+    try:
+        compare_sieved(gpu, cpu, 2**64 - 700, 1400, 10, 3)
+    finally:
+        gpu.list_capacity = old
+    for start, size in [(2**40 + 77, 1), (2**40 + 78, 255), (2**40 + 333, 257), (2**64 + 5, 1021)]:
+        compare_sieved(gpu, cpu, start, size, 8, 3)
+
+
+def test_walked_is_the_brute_force_count(gpu):
+    gpu.segment_threads = 4
+    raw = gpu.verify_range(2**64 - 1000, 2000, 1000, 10, 3)
+    assert raw.walked == walked_reference(2**64 - 1000, 2000, 10, 3, 0, 1000)
+
+
+def _run_verify(tmp_path, backend: str) -> tuple[dict, str]:
+    out = tmp_path / f"{backend}.h5"
+    command = [sys.executable, "-m", "hpcthreads", "run", "verify", "--start", "2**64", "--count", "1e6"]
+    command += ["--backend", backend, "-o", str(out), "--force"]
+    # The simulator is no device the runtime can see: name device 0 for it
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    inspect = [sys.executable, "-m", "hpcthreads", "inspect", str(out), "--json"]
+    results = json.loads(subprocess.run(inspect, capture_output=True, text=True, check=True).stdout)
+    return results, proc.stderr
+
+
+def test_run_verify_at_2_64_equals_numba_cpu_and_walks_only_survivors(tmp_path):
+    gpu_results, log = _run_verify(tmp_path, "numba-cuda")
+    assert "computing here with numba-cuda" in log, log[-2000:]
+    cpu_results, _ = _run_verify(tmp_path, "numba-cpu")
+    assert gpu_results["run"]["backend"] != cpu_results["run"]["backend"]
+    assert gpu_results["jobs"] == cpu_results["jobs"]
+    job = gpu_results["jobs"]["verify"]
+    assert job["count"] == 10**6 and 0 < job["walked"] < job["count"] // 100

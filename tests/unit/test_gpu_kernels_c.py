@@ -17,7 +17,7 @@ from gpuemu import CEmulatedBackend, build_library
 from test_results import run_job
 
 from hpcthreads.backends import make_backend
-from hpcthreads.backends.cupy_backend import kernel_source
+from hpcthreads.backends.cupy_backend import KERNEL_NAMES, kernel_source
 
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") or shutil.which("cc")), reason="no C compiler")
 
@@ -88,7 +88,7 @@ def test_kernel_source_compiles_with_nvcc(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     ptx = (tmp_path / "k.ptx").read_text()
-    for name in ("collatz_segments", "collatz_numbers", "verify_segments", "verify_numbers", "thread_paths"):
+    for name in KERNEL_NAMES:
         assert f".entry {name}(" in ptx
 
 
