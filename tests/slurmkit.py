@@ -22,10 +22,20 @@ from helpers import ROOT
 CLUSTER_DIR = Path(os.environ.get("HPCTHREADS_CLUSTER_DIR", "/tmp/hpcthreads-cluster"))
 
 
-# The Python that Slurm's steps run (default: this one, with PyPI's MPICH). Under load, Slurm
-# 22.05's pmi2 plugin sometimes split PyPI MPICH 5's PMI requests ("value not properly terminated
-# in client request") and MPI_Init failed; docs/deploy.md says more.
-CLUSTER_PYTHON = os.environ.get("HPCTHREADS_CLUSTER_PYTHON") or sys.executable
+def _cluster_python() -> str:
+    """The Python that Slurm's steps run: HPCTHREADS_CLUSTER_PYTHON, else the parallel-HDF5 venv's.
+
+    That venv's mpi4py is built on Debian's MPICH (4.0). PyPI's MPICH (5.0) under Slurm 22.05's
+    pmi2 plugin, over TCP between nodes, now and then sent PMI put requests with bytes from
+    beyond its buffer ("value not properly terminated in client request"; UCX then fails to
+    unpack an address in MPI_Init), so steps of several nodes failed at random (docs/deploy.md).
+    Without that venv: this Python.
+    """
+    mpio = Path(os.environ.get("HPCTHREADS_MPIO_PYTHON", str(ROOT / ".venv-mpio" / "bin" / "python")))
+    return os.environ.get("HPCTHREADS_CLUSTER_PYTHON") or str(mpio if mpio.exists() else sys.executable)
+
+
+CLUSTER_PYTHON = _cluster_python()
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED")
 

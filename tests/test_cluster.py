@@ -90,10 +90,12 @@ def link_bytes(node: int) -> int:
 def test_ranks_on_three_nodes_send_their_data_over_the_network(cluster, tmp_path):
     out = tmp_path / "net.h5"
     args = ["collatz", "--count", "200000", "--store", "per-number", "--batch-size", "20000"]
+    # gather: every row goes to rank 0 over MPI (with mpio, ranks write the shared file themselves)
+    io = ["--io", "gather"]
     before = {node: link_bytes(node) for node in (2, 3)}
     # As a user on the login node would: .ci/cluster-exec.sh sets the MPI variables by itself
     srun = ["srun", "-N", "3", "-n", "4", "--mpi=pmi2", CLUSTER_PYTHON, "-m", "hpcthreads", "run"]
-    command = [str(ROOT / ".ci" / "cluster-exec.sh"), *srun, *args, "-o", str(out)]
+    command = [str(ROOT / ".ci" / "cluster-exec.sh"), *srun, *args, *io, "-o", str(out)]
     env = {k: v for k, v in cluster.items() if not k.startswith("UCX_")}
     proc = run_session(command, timeout=180, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
