@@ -21,3 +21,11 @@ def no_leaked_mpi_shared_memory():
     if SHM.is_dir():
         for leftover in set(SHM.glob("mpich_shm_*")) - before:
             leftover.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def cpu():
+    """The numba-cpu backend: the reference the GPU backends' results are compared with."""
+    from hpcthreads.backends import make_backend
+
+    return make_backend("numba-cpu")

@@ -24,14 +24,7 @@ from gpucases import (
 )
 from gpuemu import CEmulatedBackend, build_library
 
-from hpcthreads.backends import make_backend
-
 pytestmark = pytest.mark.skipif(not (shutil.which("gcc") or shutil.which("cc")), reason="no C compiler")
-
-
-@pytest.fixture(scope="module")
-def cpu():
-    return make_backend("numba-cpu")
 
 
 @pytest.fixture(scope="module")

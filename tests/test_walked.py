@@ -24,11 +24,6 @@ from hpcthreads.workloads.base import from_plain, to_plain
 from hpcthreads.workloads.verify import VerifySummary
 
 
-@pytest.fixture(scope="module")
-def cpu():
-    return make_backend("numba-cpu")
-
-
 @pytest.mark.parametrize(
     "start,count,bits,extra,skip_from,max_steps",
     [

@@ -23,11 +23,6 @@ pytestmark = pytest.mark.skipif(not (shutil.which("gcc") or shutil.which("cc")),
 
 
 @pytest.fixture(scope="module")
-def cpu():
-    return make_backend("numba-cpu")
-
-
-@pytest.fixture(scope="module")
 def gpu(tmp_path_factory):
     return CEmulatedBackend(build_library(tmp_path_factory.mktemp("kernels")))
 
