@@ -316,7 +316,7 @@ def test_thread_depth_is_bounded_and_long_threads_answer_sigterm(tmp_path):
         "run",
         "thread",
         "--count",
-        "4000",
+        "400",
         "--max-depth",
         "2097151",
     ]

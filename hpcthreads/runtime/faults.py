@@ -3,6 +3,7 @@
 The variable holds `;`-separated rules, each `action:key=value,...`:
 
 - `slow:rank=2,factor=4`: rank 2 computes 4 times slower (it sleeps 3x each sub-batch);
+  `rate=1e6` instead caps its pace at 1e6 items/s, whatever the machine;
 - `raise:rank=1,job=NAME,times=1`: rank 1 raises on its first chunk of job NAME
   (`rank` and `job` may be left out to match any; `times` defaults to unlimited);
 - `kill:rank=2,after=1`: rank 2 kills itself with SIGKILL at the start of its
@@ -81,7 +82,10 @@ class Faults:
                 limit = int(rule.args["bytes"])
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    def slow_down(self, rank: int, seconds: float) -> None:
+    def slow_down(self, rank: int, seconds: float, items: int) -> None:
         for rule in self.rules:
             if rule.action == "slow" and rule.matches(rank):
-                time.sleep((float(rule.args.get("factor", 2)) - 1) * seconds)
+                if "rate" in rule.args:
+                    time.sleep(max(0.0, items / float(rule.args["rate"]) - seconds))
+                else:
+                    time.sleep((float(rule.args.get("factor", 2)) - 1) * seconds)

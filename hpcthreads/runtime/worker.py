@@ -84,7 +84,7 @@ class ChunkRunner:
             n = min(self.sub_size(task.job), end - cursor)
             t0 = time.perf_counter()
             parts.append(workload.compute(self.backend, cursor, n))
-            self.faults.slow_down(self.rank, time.perf_counter() - t0)
+            self.faults.slow_down(self.rank, time.perf_counter() - t0, n)
             elapsed = time.perf_counter() - t0
             self.speed[task.job] = n / max(elapsed, 1e-9)
             seconds += elapsed
