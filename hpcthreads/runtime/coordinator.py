@@ -65,8 +65,11 @@ class Coordinator(BaseDispatcher):
         target: float = TARGET_SECONDS,
         clock: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], float] = time.time,
+        stop: Callable[[], str | None] | None = None,
     ) -> None:
         self.ledger = ledger
+        # Asked between messages and sub-batches: a reason to stop as on a signal (a lost lease)
+        self.stop = stop
         self.local = local
         limits = max_chunks or [1 << 62] * len(workloads)
         queues = [self._queue(i, w, limits[i]) for i, w in enumerate(workloads)]
@@ -163,7 +166,7 @@ class Coordinator(BaseDispatcher):
         return self.outcome
 
     def _done(self) -> bool:
-        if self.interrupted:
+        if self._stopped():
             return True
         return self.scheduler.in_flight == 0 and self.scheduler.all_finished()
 
@@ -207,7 +210,14 @@ class Coordinator(BaseDispatcher):
         return True
 
     def _local_service(self, cursor: int, end: int) -> int:
-        return cursor if self.interrupted else end
+        return cursor if self._stopped() else end
+
+    def _stopped(self) -> bool:
+        if not self.interrupted and self.stop is not None and (reason := self.stop()):
+            log.warning("%s: finishing chunks in flight, then stopping", reason)
+            self.interrupted = reason
+            self.stopping = True
+        return self.interrupted is not None
 
     # Results
 

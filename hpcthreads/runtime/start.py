@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,8 +72,12 @@ def chunk_limit(job: Job) -> int:
     return 1 << 62
 
 
-def run(config: RunConfig) -> RunResult:
-    """Run every job of `config` on this rank's side of the run."""
+def run(config: RunConfig, stop: Callable[[], str | None] | None = None) -> RunResult:
+    """Run every job of `config` on this rank's side of the run.
+
+    `stop` (rank 0) is asked while the run goes: a reason it returns stops the
+    run as a signal would, finished chunks saved (a campaign's lost lease).
+    """
     # The device is chosen before MPI and CUDA start, from launcher variables where they exist
     policy = devices.parse_policy(config.device)
     early = devices.plan(policy, os.environ, devices.count_physical())
@@ -101,7 +106,7 @@ def run(config: RunConfig) -> RunResult:
     if rank == 0:
         try:
             writer = _open_writer(comm, rank, plan, workloads, config, tree)
-            return _coordinate(comm, config, plan, workloads, writer, faults, choice, tree)
+            return _coordinate(comm, config, plan, workloads, writer, faults, choice, tree, stop)
         finally:
             lock.release()
     writer = _open_writer(comm, rank, plan, workloads, config, tree)
@@ -251,6 +256,7 @@ def _coordinate(
     faults: Faults,
     choice: devices.DeviceChoice,
     tree: topology.Topology,
+    stop: Callable[[], str | None] | None = None,
 ) -> RunResult:
     size = len(tree.parent)
     local = None
@@ -273,6 +279,7 @@ def _coordinate(
             startup_timeout=startup_timeout(config, tree, 0),
             children=tree.children.get(0, []),
             target=_target(config, tree, 0),
+            stop=stop,
         )
         outcome = coordinator.run()
         if outcome.interrupted:

@@ -31,6 +31,8 @@ from hpcthreads.workloads.base import ChunkOutput
 WORK_SHAPE = {"start", "count", "thread_count", "batch_size"} | SPEED_ONLY_PARAMETERS
 
 Piece = tuple[str, Job]
+# A merged job and its (part, job) pieces in order of start
+Plan = tuple[Job, list[tuple[ResultsPart, Job]]]
 
 
 def merged_job(pieces: Sequence[Piece]) -> tuple[Job, list[Piece]]:
@@ -73,7 +75,7 @@ def merged_job(pieces: Sequence[Piece]) -> tuple[Job, list[Piece]]:
     return make_job(entry, 0), ordered
 
 
-def plan_merge(parts: Sequence[ResultsPart]) -> list[tuple[Job, list[tuple[ResultsPart, Job]]]]:
+def plan_merge(parts: Sequence[ResultsPart]) -> list[Plan]:
     """Check the parts and pair each merged job with its (part, job) pieces in order."""
     names = [job.name for job in parts[0].jobs]
     plans = []
@@ -105,38 +107,45 @@ def merge_files(output: Path, inputs: Sequence[Path], force: bool = False) -> li
     if not inputs:
         raise ConfigError("merge: give at least one input file")
     check_output_path(output, force, inputs)
-    output = Path(output)
-    partial = output.with_name(output.name + ".partial")
     with ExitStack() as stack:
         parts = [stack.enter_context(ResultsPart(path)) for path in inputs]
-        for part in parts:
-            if "simulated" in part.run:
-                raise ConfigError(
-                    f"merge: {str(part.path)!r} holds no results (a run of --backend simulated)"
-                )
-            report = check_file(part.path)
-            if not report.ok:
-                problem = report.problems[0]
-                raise ConfigError(f"merge: {str(part.path)!r} is damaged: {problem} (hpcthreads check)")
+        check_parts(parts)
         plans = plan_merge(parts)
-        workloads = [make_workload(job) for job, _ in plans]
-        writer = SerialWriter(partial, workloads, create=True)
-        try:
-            writer.create_layout(layout_attrs(_run_attrs([job for job, _ in plans], parts)))
-            digests: dict[str, list] = {job.name: [] for job, _ in plans}
-            ends = {
-                job.name: _write_job(writer, i, workloads[i], pieces, digests[job.name])
-                for i, (job, pieces) in enumerate(plans)
-            }
-            done = {job.name: [[0, job.size]] for job, _ in plans}
-            written = {name: rows for name, rows in digests.items() if rows}
-            writer.finish(Finish(schema.STATE_COMPLETE, ends, {}, {}, [], done, written))
-            writer.close()
-        except BaseException:
-            writer.abandon()
-            raise
-    partial.replace(output)
+        write_merged(Path(output), plans, parts)
     return [job for job, _ in plans]
+
+
+def check_parts(parts: Sequence[ResultsPart]) -> None:
+    """Refuse parts that hold no results or whose data or checksums do not match."""
+    for part in parts:
+        if "simulated" in part.run:
+            raise ConfigError(f"merge: {str(part.path)!r} holds no results (a run of --backend simulated)")
+        report = check_file(part.path)
+        if not report.ok:
+            problem = report.problems[0]
+            raise ConfigError(f"merge: {str(part.path)!r} is damaged: {problem} (hpcthreads check)")
+
+
+def write_merged(output: Path, plans: Sequence[Plan], parts: Sequence[ResultsPart]) -> None:
+    """Write the planned jobs into OUTPUT (through OUTPUT.partial, renamed when complete)."""
+    partial = output.with_name(output.name + ".partial")
+    workloads = [make_workload(job) for job, _ in plans]
+    writer = SerialWriter(partial, workloads, create=True)
+    try:
+        writer.create_layout(layout_attrs(_run_attrs([job for job, _ in plans], parts)))
+        digests: dict[str, list] = {job.name: [] for job, _ in plans}
+        ends = {
+            job.name: _write_job(writer, i, workloads[i], pieces, digests[job.name])
+            for i, (job, pieces) in enumerate(plans)
+        }
+        done = {job.name: [[0, job.size]] for job, _ in plans}
+        written = {name: rows for name, rows in digests.items() if rows}
+        writer.finish(Finish(schema.STATE_COMPLETE, ends, {}, {}, [], done, written))
+        writer.close()
+    except BaseException:
+        writer.abandon()
+        raise
+    partial.replace(output)
 
 
 def _write_job(

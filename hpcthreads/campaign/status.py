@@ -1,0 +1,204 @@
+"""`hpcthreads campaign status DIR`: units done, running, expired and free, per job; who works; rate and ETA.
+
+Also the campaign's Prometheus metrics (DIR_METRICS/hpcthreads_campaign.prom),
+for node_exporter's textfile collector and an autoscaler acting on them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hpcthreads.campaign.lease import newest_leases, server_now
+from hpcthreads.campaign.store import Campaign
+
+log = logging.getLogger("hpcthreads")
+
+METRICS_FILE = "hpcthreads_campaign.prom"
+STATES = ("done", "running", "expired", "free")
+# The recent rate is measured over the units finished in this many seconds
+RATE_WINDOW_SECONDS = 900.0
+
+
+def campaign_status(root: Path | str) -> dict[str, Any]:
+    """Where the campaign stands, as plain data (exact integers)."""
+    campaign = Campaign.open(root)
+    now = server_now(campaign.folder("holders"))
+    done = {uid: campaign.done_record(uid) or {} for uid in campaign.done_ids()}
+    leases = newest_leases(campaign)
+    jobs = [
+        {"name": j.name, "type": j.type, "items": j.size, "items_done": 0, "units": dict.fromkeys(STATES, 0)}
+        for j in campaign.jobs
+    ]
+    running, finished = [], []
+    for unit in campaign.units:
+        entry = jobs[unit.job]
+        view = leases.get(unit.id)
+        if unit.id in done:
+            state = "done"
+            entry["items_done"] += unit.count
+            finished.append((float(done[unit.id].get("finished", 0.0)), unit.count, unit.job))
+        elif view is None or view.released:
+            state = "free"
+        else:
+            state = "expired" if view.expired(now) else "running"
+            running.append(
+                {
+                    "unit": unit.id,
+                    "job": campaign.jobs[unit.job].name,
+                    "state": state,
+                    "generation": view.generation,
+                    "holder": view.info.get("holder"),
+                    "host": view.info.get("host"),
+                    "pid": view.info.get("pid"),
+                    "job_id": view.info.get("job_id"),
+                    "renewed_seconds_ago": round(view.age(now), 1),
+                    "lease_seconds": view.timeout,
+                }
+            )
+        entry["units"][state] += 1
+    for index, entry in enumerate(jobs):
+        rate = _rate([(t, n) for t, n, j in finished if j == index], now)
+        left = entry["items"] - entry["items_done"]
+        entry["rate_items_per_second"] = rate
+        entry["eta_seconds"] = (left / rate if rate > 0 else None) if left else 0.0
+    units = {state: sum(entry["units"][state] for entry in jobs) for state in STATES}
+    rate = _rate([(t, n) for t, n, _ in finished], now)
+    left = sum(entry["items"] - entry["items_done"] for entry in jobs)
+    return {
+        "campaign": str(campaign.root),
+        "complete": units["done"] == len(campaign.units),
+        "units": {"total": len(campaign.units), **units},
+        "items": sum(entry["items"] for entry in jobs),
+        "items_done": sum(entry["items_done"] for entry in jobs),
+        "rate_items_per_second": rate,
+        "eta_seconds": (left / rate if rate > 0 else None) if left else 0.0,
+        "jobs": jobs,
+        "running": running,
+        "holders": _holders(campaign, now, leases),
+    }
+
+
+def _rate(finished: list[tuple[float, int]], now: float) -> float:
+    """Items per second over the units finished in the last RATE_WINDOW_SECONDS (0 with fewer than 2)."""
+    recent = sorted((t, n) for t, n in finished if now - t <= RATE_WINDOW_SECONDS)
+    if len(recent) < 2:
+        return 0.0
+    span = max(now - recent[0][0], 1e-9)
+    return sum(n for _, n in recent[1:]) / span
+
+
+def _holders(campaign: Campaign, now: float, leases: dict) -> list[dict[str, Any]]:
+    """The runs that joined; active when their heartbeat is fresh and they have not left."""
+    out = []
+    folder = campaign.folder("holders")
+    timeouts = {view.info.get("holder"): view.timeout for view in leases.values()}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = folder / name
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+            age = max(0.0, now - path.stat().st_mtime)
+        except (OSError, ValueError):
+            continue
+        limit = timeouts.get(info.get("holder"), 300.0)
+        active = "left" not in info and age <= max(limit, 60.0)
+        keys = ("holder", "host", "pid", "job_id", "unit", "units_done", "items_done")
+        entry = {key: info.get(key) for key in keys}
+        out.append({**entry, "seen_seconds_ago": round(age, 1), "active": active})
+    return out
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """The status as text for a terminal."""
+    units = status["units"]
+    lines = [
+        f"campaign {status['campaign']}: {'complete' if status['complete'] else 'not complete'}",
+        f"  units: {units['done']}/{units['total']} done, {units['running']} running, "
+        f"{units['expired']} expired, {units['free']} free",
+        f"  items: {status['items_done']:,}/{status['items']:,} done, {_rate_text(status)}",
+    ]
+    for job in status["jobs"]:
+        counts = job["units"]
+        lines.append(
+            f"  job {job['name']} ({job['type']}): {job['items_done']:,}/{job['items']:,} items; units "
+            + ", ".join(f"{counts[state]} {state}" for state in STATES)
+        )
+    for entry in status["running"]:
+        lines.append(
+            f"  {entry['state']:<8} {entry['unit']} ({entry['job']}) held by {_who(entry)}, "
+            f"renewed {entry['renewed_seconds_ago']:.0f} s ago"
+        )
+    active = [h for h in status["holders"] if h["active"]]
+    lines.append(f"  working now: {len(active)} run(s)")
+    for holder in active:
+        lines.append(f"    {_who(holder)}: {holder['units_done']} unit(s) done, on {holder['unit'] or '-'}")
+    return "\n".join(lines)
+
+
+def _who(entry: dict[str, Any]) -> str:
+    job = f" [{entry['job_id']}]" if entry.get("job_id") else ""
+    return f"{entry['host']} pid {entry['pid']}{job}"
+
+
+def _rate_text(status: dict[str, Any]) -> str:
+    rate, eta = status["rate_items_per_second"], status["eta_seconds"]
+    if status["complete"]:
+        return "nothing left"
+    if not rate:
+        return "rate not known yet"
+    return f"{rate:,.0f} items/s recently, ETA {_duration(eta)}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def render_metrics(status: dict[str, Any]) -> str:
+    """Prometheus text format: the campaign's units by state, items, rate and active holders."""
+    name = Path(status["campaign"]).name
+    label = f'campaign="{name}"'
+    out: list[str] = []
+
+    def metric(metric_name: str, text: str, rows: list[tuple[str, float]]) -> None:
+        out.append(f"# HELP hpcthreads_campaign_{metric_name} {text}")
+        out.append(f"# TYPE hpcthreads_campaign_{metric_name} gauge")
+        out.extend(f"hpcthreads_campaign_{metric_name}{{{labels}}} {value:.17g}" for labels, value in rows)
+
+    by_state = [(f'{label},state="{s}"', status["units"][s]) for s in STATES]
+    metric("units", "Units of the campaign by state.", by_state)
+    metric(
+        "units_remaining",
+        "Units not done yet (running, expired or free).",
+        [(label, status["units"]["total"] - status["units"]["done"])],
+    )
+    jobs = status["jobs"]
+    metric("items", "Items of each job.", [(f'{label},job="{j["name"]}"', j["items"]) for j in jobs])
+    done = [(f'{label},job="{j["name"]}"', j["items_done"]) for j in jobs]
+    metric("items_done", "Items of each job in finished units.", done)
+    metric(
+        "rate_items_per_second",
+        "Items per second over the units finished recently.",
+        [(label, status["rate_items_per_second"])],
+    )
+    active = sum(holder["active"] for holder in status["holders"])
+    metric("active_holders", "Runs working on the campaign now.", [(label, active)])
+    metric("complete", "1 when every unit is done.", [(label, float(status["complete"]))])
+    return "\n".join(out) + "\n"
+
+
+def write_metrics(status: dict[str, Any], folder: Path) -> Path:
+    """Write the metrics atomically (a temporary file renamed) to FOLDER/hpcthreads_campaign.prom."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / METRICS_FILE
+    tmp = folder / f".{METRICS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(render_metrics(status), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,193 @@
+"""The campaign directory: its jobs, their units, and where every unit's files go.
+
+Layout (every name is made with an operation that is atomic on NFS and
+parallel filesystems: create with O_EXCL, `link`, `rename`):
+
+    DIR/campaign.json        the jobs (canonical JSON), the units, the version that made it
+    DIR/leases/UNIT.gGEN     a claim of UNIT, generation GEN (the holder, renewed by its mtime)
+    DIR/leases/UNIT.gGEN.released   the holder stopped cleanly: its part may be taken at once
+    DIR/parts/UNIT.gGEN.h5   the results of UNIT computed under that claim (with ledger and partial)
+    DIR/done/UNIT            which part holds UNIT's finished results (made once, with link)
+    DIR/holders/ID.json      one file per joined run: who, where, what it holds (its heartbeat)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from hpcthreads import __version__
+from hpcthreads.config import Job, load_job_file, make_job
+from hpcthreads.errors import ConfigError, OutputError
+
+CAMPAIGN_FILE = "campaign.json"
+FORMAT = 1
+# Each job is cut into about this many units unless told otherwise
+DEFAULT_UNITS = 64
+FOLDERS = ("leases", "parts", "done", "holders")
+UNIT_PATTERN = re.compile(r"u\d{6}")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Items offset..offset+count-1 (from the job's first item) of job number `job`."""
+
+    id: str
+    job: int
+    offset: int
+    count: int
+
+
+def min_unit(job: Job) -> int:
+    """The smallest unit of a job: one batch (a unit smaller than a chunk only adds overhead)."""
+    return job.batch_size
+
+
+def split(jobs: tuple[Job, ...], units_per_job: int) -> list[Unit]:
+    """Each job into about `units_per_job` units of nearly equal size, none under `min_unit`."""
+    out: list[Unit] = []
+    for index, job in enumerate(jobs):
+        parts = max(1, min(units_per_job, job.size // min_unit(job)))
+        size, extra = divmod(job.size, parts)
+        offset = 0
+        for k in range(parts):
+            count = size + (k < extra)
+            out.append(Unit(f"u{len(out):06d}", index, offset, count))
+            offset += count
+    return out
+
+
+class Campaign:
+    """An existing campaign directory, checked."""
+
+    def __init__(self, root: Path, document: dict[str, Any]) -> None:
+        self.root = Path(root)
+        self.document = document
+        self.source: str = document["source"]
+        self.config: str = document["config"]
+        self.version: str = document["hpcthreads_version"]
+        self.jobs = tuple(make_job(entry, i) for i, entry in enumerate(json.loads(self.config)["jobs"]))
+        self.units = [Unit(u["id"], u["job"], u["offset"], u["count"]) for u in document["units"]]
+        self.by_id = {unit.id: unit for unit in self.units}
+
+    @classmethod
+    def open(cls, root: Path | str) -> Campaign:
+        """Read DIR/campaign.json; ConfigError for anything that is not a campaign of this version."""
+        root = Path(root)
+        path = root / CAMPAIGN_FILE
+        if not root.is_dir():
+            raise ConfigError(f"campaign {str(root)!r}: no such directory")
+        if not path.is_file():
+            raise ConfigError(
+                f"{str(root)!r} is not a campaign (it has no {CAMPAIGN_FILE}); "
+                "make one with: hpcthreads campaign create DIR JOBFILE"
+            )
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+            fmt, version = document["format"], document["hpcthreads_version"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: unreadable campaign file ({exc.__class__.__name__})") from None
+        if fmt != FORMAT or version != __version__:
+            raise ConfigError(
+                f"campaign {str(root)!r} was created by hpcthreads {version} (format {fmt}); this is "
+                f"{__version__} (format {FORMAT}): finish it with the version that created it, "
+                "so that every unit is computed the same way"
+            )
+        try:
+            campaign = cls(root, document)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path}: inconsistent campaign file ({exc})") from None
+        for folder in FOLDERS:
+            if not (root / folder).is_dir():
+                raise ConfigError(f"campaign {str(root)!r}: its folder {folder}/ is missing")
+        return campaign
+
+    # Where things are
+
+    def folder(self, name: str) -> Path:
+        return self.root / name
+
+    def part_path(self, unit: Unit | str, generation: int) -> Path:
+        unit_id = unit if isinstance(unit, str) else unit.id
+        return self.root / "parts" / f"{unit_id}.g{generation:04d}.h5"
+
+    def unit_job(self, unit: Unit) -> Job:
+        """The unit's job: its parent job over the unit's range, with every other parameter as it is."""
+        job = self.jobs[unit.job]
+        params = {**job.params, "start": job.start + unit.offset}
+        params["thread_count" if job.type == "thread" else "count"] = unit.count
+        return replace(job, params=params)
+
+    def done_record(self, unit_id: str) -> dict[str, Any] | None:
+        """What done/UNIT says (the part holding the unit's results), or None while it is not done."""
+        try:
+            return json.loads((self.root / "done" / unit_id).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"{self.root / 'done' / unit_id}: unreadable ({exc})") from None
+
+    def done_ids(self) -> set[str]:
+        return {name for name in os.listdir(self.root / "done") if UNIT_PATTERN.fullmatch(name)}
+
+
+def create_campaign(root: Path | str, job_path: Path | str, units_per_job: int = DEFAULT_UNITS) -> Campaign:
+    """Make a campaign directory from a job file (validated as for `run`)."""
+    root, job_path = Path(root), Path(job_path)
+    if not job_path.is_file():
+        raise ConfigError(f"{str(job_path)!r}: no such job file")
+    if units_per_job < 1:
+        raise ConfigError("--units must be at least 1")
+    jobs, source = load_job_file(job_path)
+    if (root / CAMPAIGN_FILE).exists():
+        raise ConfigError(f"{str(root)!r} is already a campaign; give a new directory")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{str(root)!r} exists and is not a directory")
+    if root.is_dir() and any(name not in FOLDERS for name in os.listdir(root)):
+        raise ConfigError(f"{str(root)!r} is not empty; a campaign needs a directory of its own")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for folder in FOLDERS:
+            (root / folder).mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot make the campaign directory {str(root)!r}: {exc.strerror}") from None
+    units = split(jobs, units_per_job)
+    document = {
+        "format": FORMAT,
+        "hpcthreads_version": __version__,
+        "created": time.time(),
+        "created_on": socket.gethostname(),
+        "source": source,
+        "config": json.dumps({"jobs": [job.to_dict() for job in jobs]}, sort_keys=True),
+        "units": [{"id": u.id, "job": u.job, "offset": u.offset, "count": u.count} for u in units],
+    }
+    # Written whole under a private name, then linked into place: two creators cannot both succeed
+    if not publish(root / CAMPAIGN_FILE, json.dumps(document, indent=1)):
+        raise ConfigError(f"{str(root)!r} is already a campaign (made at the same time by another process)")
+    return Campaign(root, document)
+
+
+def publish(path: Path, text: str) -> bool:
+    """Write `text` to `path` only if `path` does not exist, atomically (write, fsync, link).
+
+    False when another process made `path` first. `link` is atomic and
+    exclusive on local filesystems, NFS and parallel filesystems alike.
+    """
+    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
