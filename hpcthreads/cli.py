@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from hpcthreads import __version__
+from hpcthreads.campaign.cli import campaign as campaign_group
 from hpcthreads.config import JOB_TYPES, STORE_MODES, RunConfig, load_job_file, make_jobs
 from hpcthreads.errors import ConfigError, HPCThreadsError
 from hpcthreads.runtime.topology import AUTO_MIN_RANKS
@@ -86,8 +87,11 @@ def main() -> None:
     """
 
 
+main.add_command(campaign_group)
+
+
 @main.command()
-@click.argument("target")
+@click.argument("target", required=False)
 @click.option(
     "-o",
     "--output",
@@ -214,8 +218,30 @@ def main() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write Prometheus metrics to DIR/hpcthreads.prom (node_exporter textfile collector).",
 )
+@click.option(
+    "--campaign",
+    "campaign_dir",
+    type=click.Path(path_type=Path),
+    help="Join the campaign in this directory (hpcthreads campaign create) instead of running TARGET: "
+    "claim a unit, run it, repeat until none is left.",
+)
+@click.option(
+    "--lease-timeout",
+    type=SecondsType(1, 1e7),
+    default=300.0,
+    show_default=True,
+    help="With --campaign: seconds without renewal after which another run may take this run's unit.",
+)
+@click.option(
+    "--no-wait",
+    is_flag=True,
+    help="With --campaign: leave when no unit is free, instead of waiting for units held by other runs "
+    "(to take them over should their holders stop renewing).",
+)
+@click.pass_context
 def run(
-    target: str,
+    ctx: click.Context,
+    target: str | None,
     output: Path,
     force: bool,
     name: str | None,
@@ -236,6 +262,9 @@ def run(
     heartbeat_interval: float | None,
     simulated_rate: float,
     simulated_slow: str,
+    campaign_dir: Path | None,
+    lease_timeout: float,
+    no_wait: bool,
     **shorthand: Any,
 ) -> None:
     """Run the jobs of TARGET and write OUTPUT.
@@ -253,12 +282,17 @@ def run(
     --resume computes only what is missing.
 
     \b
+    With --campaign DIR instead of TARGET, the run joins a campaign (see
+    `hpcthreads campaign --help`): any number of runs may work on one at once.
+
+    \b
     Exit status: 0 done, 1 a job failed (the others completed), 2 bad input,
     75 stopped by SIGTERM/SIGINT/SIGUSR1 with finished chunks saved: resume me.
     """
     from hpcthreads.runtime.start import run as run_jobs
 
     try:
+        _check_target(ctx, target, campaign_dir, name, shorthand)
         from hpcthreads.backends.simulated import parse_slow
         from hpcthreads.runtime.devices import parse_policy
         from hpcthreads.runtime.topology import parse_groups
@@ -267,12 +301,12 @@ def run(
         parse_groups(groups)
         if backend == "simulated":
             parse_slow(simulated_slow)
-        jobs, source = _jobs_from(target, name, shorthand)
+        jobs, source = _jobs_from(target, name, shorthand) if target is not None else ((), "")
         config = RunConfig(
             jobs=jobs,
             output=output,
             source=source,
-            job_path=None if target in JOB_TYPES else Path(target),
+            job_path=None if target is None or target in JOB_TYPES else Path(target),
             force=force,
             backend=backend,
             device=device,
@@ -292,7 +326,12 @@ def run(
             simulated_rate=simulated_rate,
             simulated_slow=simulated_slow,
         )
-        result = run_jobs(config)
+        if campaign_dir is not None:
+            from hpcthreads.campaign.runner import run_campaign
+
+            result = run_campaign(campaign_dir, config, lease_timeout, wait=not no_wait)
+        else:
+            result = run_jobs(config)
     except HPCThreadsError as exc:
         _fail(exc)
     if result.rank == 0 and result.message:
@@ -303,6 +342,28 @@ def run(
             f"{result.wall_seconds:.2f} s)",
             err=True,
         )
+
+
+def _check_target(
+    ctx: click.Context, target: str | None, campaign: Path | None, name: str | None, shorthand: dict[str, Any]
+) -> None:
+    """TARGET or --campaign, not both; the options that only one of them takes."""
+    from click.core import ParameterSource
+
+    if campaign is None:
+        if target is None:
+            raise ConfigError("give a job file or a job type (collatz, verify, thread), or --campaign DIR")
+        for option in ("lease_timeout", "no_wait"):
+            if ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
+                raise ConfigError(f"--{option.replace('_', '-')} is for --campaign")
+        return
+    if target is not None:
+        raise ConfigError("give either TARGET or --campaign DIR: a campaign holds its own jobs")
+    if name or any(value is not None for value in shorthand.values()):
+        raise ConfigError("the one-job shorthand options do not apply to --campaign: its jobs are in DIR")
+    for option in ("output", "resume", "force"):
+        if ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
+            raise ConfigError(f"--{option} does not apply to --campaign: each unit's part is in DIR/parts")
 
 
 def _jobs_from(target: str, name: str | None, shorthand: dict[str, Any]) -> tuple[tuple, str]:

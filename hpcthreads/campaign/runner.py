@@ -32,6 +32,7 @@ from hpcthreads.campaign.lease import (
 from hpcthreads.campaign.store import Campaign, Unit, publish
 from hpcthreads.config import RunConfig
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
+from hpcthreads.io.paths import LOCK_SUFFIX
 from hpcthreads.runtime import ledger
 from hpcthreads.runtime.mpiutil import Poller, abort_on_exception, init_mpi, setup_logging
 from hpcthreads.runtime.start import EXIT_INTERRUPTED, InterruptedRun, RunResult
@@ -41,7 +42,7 @@ log = logging.getLogger("hpcthreads")
 
 TAG_NEXT = 77
 # The files of one unit's part besides the results file itself
-SIDE_SUFFIXES = (".partial", ledger.LEDGER_SUFFIX, ledger.CHECKPOINT_SUFFIX)
+SIDE_SUFFIXES = (".partial", ledger.LEDGER_SUFFIX, ledger.CHECKPOINT_SUFFIX, LOCK_SUFFIX)
 
 
 class CampaignStopped(HPCThreadsError):
