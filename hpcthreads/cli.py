@@ -13,20 +13,10 @@ import click
 
 from hpcthreads import __version__
 from hpcthreads.campaign.cli import campaign as campaign_group
-from hpcthreads.config import JOB_TYPES, STORE_MODES, RunConfig, load_job_file, make_jobs
+from hpcthreads.config import JOB_TYPES, RunConfig
 from hpcthreads.errors import ConfigError, HPCThreadsError
 from hpcthreads.runtime.topology import AUTO_MIN_RANKS
-
-SHORTHAND_OPTIONS = (
-    "start",
-    "count",
-    "batch_size",
-    "store",
-    "max_steps",
-    "sieve_bits",
-    "sieve_extra_bits",
-    "max_depth",
-)
+from hpcthreads.shorthand import jobs_from, shorthand_options
 
 
 class SecondsType(click.ParamType):
@@ -101,21 +91,7 @@ main.add_command(campaign_group)
     help="HDF5 results file to write.",
 )
 @click.option("--force", is_flag=True, help="Overwrite the output file if it exists.")
-@click.option("--start", help="Shorthand: first start value (1e8, 2**64 and 2^64 are accepted).")
-@click.option("--count", help="Shorthand: how many start values (or threads, for `thread`).")
-@click.option("--batch-size", help="Shorthand: items per chunk (a granularity hint).")
-@click.option(
-    "--store", type=click.Choice(STORE_MODES), help="Shorthand (collatz): also store per-number arrays."
-)
-@click.option("--max-steps", help="Shorthand (verify): step bound; values past it are listed as unresolved.")
-@click.option(
-    "--sieve-bits", help="Shorthand (verify): the sieve's table, residues mod 2^k (0-30, default 28)."
-)
-@click.option(
-    "--sieve-extra-bits", help="Shorthand (verify): bits the sieve goes further per value (0-16, default 14)."
-)
-@click.option("--max-depth", help="Shorthand (thread): steps per thread.")
-@click.option("--name", default=None, help="Shorthand: job name (default: the job type).")
+@shorthand_options
 @click.option(
     "--backend",
     default="auto",
@@ -301,7 +277,7 @@ def run(
         parse_groups(groups)
         if backend == "simulated":
             parse_slow(simulated_slow)
-        jobs, source = _jobs_from(target, name, shorthand) if target is not None else ((), "")
+        jobs, source = jobs_from(target, name, shorthand) if target is not None else ((), "")
         config = RunConfig(
             jobs=jobs,
             output=output,
@@ -364,25 +340,6 @@ def _check_target(
     for option in ("output", "resume", "force"):
         if ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
             raise ConfigError(f"--{option} does not apply to --campaign: each unit's part is in DIR/parts")
-
-
-def _jobs_from(target: str, name: str | None, shorthand: dict[str, Any]) -> tuple[tuple, str]:
-    given = {key: value for key, value in shorthand.items() if value is not None}
-    if target in JOB_TYPES:
-        params = dict(given)
-        if target == "thread" and "count" in params:
-            params["thread_count"] = params.pop("count")
-        entry = {"name": name or target, "type": target, "parameters": params}
-        return make_jobs({"jobs": [entry]}), json.dumps({"jobs": [entry]})
-    if given or name:
-        option = "--" + (next(iter(given)) if given else "name").replace("_", "-")
-        raise ConfigError(f"{option} is for the one-job shorthand (hpcthreads run collatz|verify|thread ...)")
-    path = Path(target)
-    if not path.exists():
-        raise ConfigError(
-            f"{target!r} is neither a job type ({', '.join(JOB_TYPES)}) nor an existing job file"
-        )
-    return load_job_file(path)
 
 
 @main.command()
@@ -543,16 +500,31 @@ def export(
     help="Also compile the CPU kernels into the cache and build the default tables, as a first run "
     "would on every rank (about 30 s once; for container images and shared installs).",
 )
-def info(device: str, ranks: int | None, warm_up: bool) -> None:
+@click.option(
+    "--arch",
+    "arches",
+    metavar="LIST",
+    help="Also compile the cupy backend's kernels into CuPy's kernel cache (CUPY_CACHE_DIR) for these "
+    "GPU architectures, e.g. sm_80,sm_90; needs CuPy and NVRTC, not a GPU.",
+)
+def info(device: str, ranks: int | None, warm_up: bool, arches: str | None) -> None:
     """Print the versions of Python, MPI, h5py and Numba, the backends available here, and the
     device and backend each rank on this node would use."""
     from hpcthreads.runtime.placement import placement_report
-    from hpcthreads.tools.inspection import environment_report, warm_up_caches
+    from hpcthreads.tools.inspection import environment_report, warm_up_caches, warm_up_cupy
 
     try:
+        targets = None
+        if arches is not None:
+            from hpcthreads.backends.cupycache import checked_arches
+
+            # Refused before anything slow runs: a bad list, or no CuPy and NVRTC to compile with
+            targets = checked_arches(arches)
         click.echo(environment_report())
         click.echo(placement_report(device, ranks))
         if warm_up:
             click.echo(warm_up_caches())
+        if targets:
+            click.echo(warm_up_cupy(targets))
     except HPCThreadsError as exc:
         _fail(exc)

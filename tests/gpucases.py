@@ -21,6 +21,25 @@ def assert_same_raw(got, want) -> None:
             assert np.array_equal(a, b), (field, a, b)
 
 
+def raw_difference(got, want) -> str | None:
+    """Where two raw results first differ (field, dtype, shape or value), or None when identical."""
+    if type(got) is not type(want):
+        return f"a {type(got).__name__} where a {type(want).__name__} is expected"
+    for field, a, b in zip(got._fields, got, want):
+        if isinstance(b, int) or b is None:
+            if not (a is None if b is None else a is not None and np.ndim(a) == 0 and a == b):
+                return f"{field}: {a!r}, expected {b!r}"
+            continue
+        if not isinstance(a, np.ndarray) or (a.dtype, a.shape) != (b.dtype, b.shape):
+            kind = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else repr(a)
+            return f"{field}: {kind}, expected {b.dtype} {b.shape}"
+        wrong = np.flatnonzero(a.ravel() != b.ravel())
+        if len(wrong):
+            i = int(wrong[0])
+            return f"{field}: {len(wrong)} differ, first at flat index {i}: {a.flat[i]} for {b.flat[i]}"
+    return None
+
+
 def compare_backends(gpu, cpu, start: int, count: int, depth: int = 40) -> None:
     """Every raw result of `gpu` on [start, start+count) equals numba-cpu's."""
     for store in (False, True):

@@ -21,6 +21,8 @@ KERNEL_NAMES = (
     "thread_paths",
 )
 BLOCK = 256
+# NVRTC's options; CuPy's kernel cache is keyed on them (cupycache.py compiles with the same)
+MODULE_OPTIONS = ("--std=c++14",)
 
 
 def kernel_source() -> str:
@@ -45,7 +47,7 @@ class CupyBackend(BaseGPUBackend):
         self._cp = cupy
         self._device = device if label is None else label
         self._device_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
-        module = cupy.RawModule(code=kernel_source(), options=("--std=c++14",))
+        module = cupy.RawModule(code=kernel_source(), options=MODULE_OPTIONS)
         self._kernels = {name: module.get_function(name) for name in KERNEL_NAMES}
         super().__init__()
 

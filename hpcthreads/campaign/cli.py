@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from hpcthreads.campaign.store import DEFAULT_UNITS
 from hpcthreads.errors import HPCThreadsError
+from hpcthreads.shorthand import jobs_from, shorthand_options
 
 # `campaign status` exit status when the campaign is not complete yet (0 when it is, 2 for bad input)
 EXIT_INCOMPLETE = 1
@@ -40,7 +42,8 @@ def campaign() -> None:
 
 @campaign.command()
 @click.argument("directory", type=click.Path(path_type=Path))
-@click.argument("jobfile", type=click.Path(path_type=Path))
+@click.argument("target")
+@shorthand_options
 @click.option(
     "--units",
     type=click.IntRange(min=1, max=1_000_000),
@@ -48,12 +51,17 @@ def campaign() -> None:
     show_default=True,
     help="Units per job (fewer where a job has fewer than this many batches).",
 )
-def create(directory: Path, jobfile: Path, units: int) -> None:
-    """Make the campaign DIRECTORY from JOBFILE: its jobs, validated as for `run`, cut into units."""
+def create(directory: Path, target: str, units: int, name: str | None, **shorthand: Any) -> None:
+    """Make the campaign DIRECTORY from TARGET: its jobs, validated as for `run`, cut into units.
+
+    TARGET is a job file or a job type with the shorthand options, as for `run`:
+    hpcthreads campaign create DIR verify --start 2**68 --count 1e12 --units 1000
+    """
     from hpcthreads.campaign.store import create_campaign
 
     try:
-        made = create_campaign(directory, jobfile, units)
+        jobs, source = jobs_from(target, name, shorthand)
+        made = create_campaign(directory, jobs, source, units)
     except HPCThreadsError as exc:
         _fail(exc)
     counts = [sum(u.job == i for u in made.units) for i in range(len(made.jobs))]

@@ -81,13 +81,27 @@ def run_campaign(
     if isinstance(opened, HPCThreadsError):
         raise opened
     campaign = opened
-    if rank == 0:
-        return Holder(campaign, base, lease_seconds, wait, comm, size).serve()
-    while True:
-        word = _receive(comm)
-        if word.unit is None:
-            return RunResult(rank, size)
-        _run_unit(campaign, base, word, None)
+    try:
+        if rank == 0:
+            return Holder(campaign, base, lease_seconds, wait, comm, size).serve()
+        while True:
+            word = _receive(comm)
+            if word.unit is None:
+                return RunResult(rank, size)
+            _run_unit(campaign, base, word, None)
+    finally:
+        if size > 1:
+            # Every rank leaves at once, with no message of the last unit still in flight:
+            # MPI's finalize then has no traffic to wait for
+            _barrier(comm)
+
+
+def _barrier(comm: Any) -> None:
+    """A barrier that sleeps while it waits (a blocking one spins a core)."""
+    request = comm.Ibarrier()
+    poller = Poller(ceiling=0.05)
+    while not request.Test():
+        poller.wait()
 
 
 def _receive(comm: Any) -> Next:
@@ -167,6 +181,7 @@ class Holder:
             if self.signalled:
                 return Next(exit_code=EXIT_INTERRUPTED, message=self._left(f"stopped by {self.signalled}"))
             now = self.file.write(unit=None)
+            self._metrics()
             lease, remaining = claim_next(self.campaign, self.me, self.lease_seconds, now)
             if lease is None:
                 if remaining == 0:
@@ -274,6 +289,17 @@ class Holder:
     def _discard(self, lease: Lease) -> None:
         log.warning("unit %s: %s; this run's part of it is dropped", lease.unit.id, lease.lost())
         _remove_part(lease.part)
+
+    def _metrics(self) -> None:
+        """With --metrics-dir, the campaign's metrics beside the run's, between units."""
+        if self.base.metrics_dir is None:
+            return
+        from hpcthreads.campaign.status import campaign_status, write_metrics
+
+        try:
+            write_metrics(campaign_status(self.campaign.root), self.base.metrics_dir)
+        except (OSError, HPCThreadsError) as exc:
+            log.warning("cannot write the campaign's metrics to %s: %s", self.base.metrics_dir, exc)
 
     def _tell(self, word: Next) -> None:
         for rank in range(1, self.size):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcthreads import __version__
-from hpcthreads.config import Job, load_job_file, make_job
+from hpcthreads.config import Job, make_job
 from hpcthreads.errors import ConfigError, OutputError
 
 CAMPAIGN_FILE = "campaign.json"
@@ -137,14 +137,13 @@ class Campaign:
         return {name for name in os.listdir(self.root / "done") if UNIT_PATTERN.fullmatch(name)}
 
 
-def create_campaign(root: Path | str, job_path: Path | str, units_per_job: int = DEFAULT_UNITS) -> Campaign:
-    """Make a campaign directory from a job file (validated as for `run`)."""
-    root, job_path = Path(root), Path(job_path)
-    if not job_path.is_file():
-        raise ConfigError(f"{str(job_path)!r}: no such job file")
+def create_campaign(
+    root: Path | str, jobs: tuple[Job, ...], source: str, units_per_job: int = DEFAULT_UNITS
+) -> Campaign:
+    """Make a campaign directory for validated jobs (`source`: the job file's text, kept with them)."""
+    root = Path(root)
     if units_per_job < 1:
         raise ConfigError("--units must be at least 1")
-    jobs, source = load_job_file(job_path)
     if (root / CAMPAIGN_FILE).exists():
         raise ConfigError(f"{str(root)!r} is already a campaign; give a new directory")
     if root.exists() and not root.is_dir():

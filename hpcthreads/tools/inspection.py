@@ -122,3 +122,19 @@ def warm_up_caches() -> str:
     backend.verify_range(2**60, 1, DEFAULT_MAX_STEPS, DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS)
     seconds = time.perf_counter() - t0
     return f"kernels compiled into {kernelcache.configure()}, tables in {cache_dir()} ({seconds:.1f} s)"
+
+
+def warm_up_cupy(arches: list[str]) -> str:
+    """Compile the cupy backend's kernels into CuPy's disk cache for these architectures, no GPU needed.
+
+    Returns lines saying what was compiled, where the cache is and how long it took.
+    """
+    from hpcthreads.backends.cupycache import warm_up_arches
+
+    lines = []
+    for module in warm_up_arches(arches):
+        done = f"compiled by NVRTC in {module.seconds:.1f} s" if module.compiled else "already cached"
+        lines.append(f"cupy kernels for {module.arch}: {done}: {module.path}")
+    lines.append(f"CuPy kernel cache: {module.path.parent} (CUPY_CACHE_DIR; devices of these architectures")
+    lines.append("  find the kernels there and compile nothing)")
+    return "\n".join(lines)
