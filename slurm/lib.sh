@@ -35,6 +35,13 @@ hpcthreads_command() {
     hpcthreads_run+=("${extra[@]}")
 }
 
+# The `hpcthreads run --campaign DIR` command line, in the array hpcthreads_run
+hpcthreads_campaign_command() {
+    local -a extra=()
+    read -r -a extra <<<"${HPCTHREADS_ARGS:-}"
+    hpcthreads_run=("$HPCTHREADS_PYTHON" -m hpcthreads run --campaign "$1" "${extra[@]}")
+}
+
 # Run one srun step (the arguments: srun options, then the command). SIGUSR1 sent to this
 # batch shell (#SBATCH --signal=B:USR1@SECONDS) is forwarded to the step; a step that then
 # exits with status 75 has saved its finished chunks, and the job requeues itself.

@@ -22,6 +22,8 @@ SHELL_SCRIPTS = sorted(
     {*ROOT.glob("**/*.sh"), *ROOT.glob("slurm/*.sbatch"), ROOT / ".ci" / "run"} - set(ROOT.glob(".venv/**/*"))
 )
 MANIFESTS = [ROOT / "k8s" / "mpijob.yaml", ROOT / "k8s" / "mpijob-gpu.yaml"]
+# Every MPIJob: those above and one that joins a campaign (tests/test_deploy_campaign.py)
+MPIJOBS = [*MANIFESTS, ROOT / "k8s" / "campaign-mpijob.yaml"]
 INSTALL_SCRIPT = "scripts/install-parallel-h5py.sh"
 
 
@@ -145,7 +147,7 @@ def mpijob_schema():
     return strip_extensions(version["schema"]["openAPIV3Schema"])
 
 
-@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", MPIJOBS, ids=lambda p: p.name)
 def test_mpijobs_match_the_mpi_operator_schema(path, mpijob_schema):
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.validate(mpijob(path), mpijob_schema)
@@ -160,6 +162,25 @@ def test_other_kinds_are_valid_kubernetes(path):
         kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
 
+def assert_pod_locked_down(template: dict, instance: str) -> None:
+    """A pod template labelled as `instance`, not root, every container without escalation or capabilities."""
+    pod = template["spec"]
+    assert template["metadata"]["labels"]["app.kubernetes.io/instance"] == instance
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False, container["name"]
+        assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], container["name"]
+
+
+def assert_admits_only_its_pods(path: Path, instance: str) -> None:
+    """The manifest's NetworkPolicy selects the pods of `instance` and admits only them."""
+    policy = next(doc for doc in documents(path) if doc["kind"] == "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/instance": instance}
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": instance}}}]}
+    ]
+
+
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
 def test_mpijobs_are_locked_down(path):
     job = mpijob(path)
@@ -168,21 +189,14 @@ def test_mpijobs_are_locked_down(path):
     instance = job["metadata"]["labels"]["app.kubernetes.io/instance"]
     claims = {doc["metadata"]["name"] for doc in documents(path) if doc["kind"] == "PersistentVolumeClaim"}
     for role, replica in spec["mpiReplicaSpecs"].items():
-        pod = replica["template"]["spec"]
-        assert replica["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] == instance
-        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
-        for container in pod["containers"]:
-            assert container["securityContext"]["allowPrivilegeEscalation"] is False, role
-            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], role
-        volumes = [v["persistentVolumeClaim"]["claimName"] for v in pod.get("volumes", [])]
-        assert set(volumes) <= claims
+        assert_pod_locked_down(replica["template"], instance)
+        volumes = [
+            v["persistentVolumeClaim"]["claimName"] for v in replica["template"]["spec"].get("volumes", [])
+        ]
+        assert set(volumes) <= claims, role
     worker = spec["mpiReplicaSpecs"]["Worker"]["template"]["spec"]
     assert [v["persistentVolumeClaim"]["claimName"] for v in worker["volumes"]] == sorted(claims)
-    policy = next(doc for doc in documents(path) if doc["kind"] == "NetworkPolicy")
-    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/instance": instance}
-    assert policy["spec"]["ingress"] == [
-        {"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/instance": instance}}}]}
-    ]
+    assert_admits_only_its_pods(path, instance)
 
 
 def test_gpu_mpijob_gives_a_slot_per_gpu_and_the_launcher_none():

@@ -7,6 +7,7 @@ with HPCTHREADS_REQUIRE_CLUSTER=1 (set by CI) that is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,6 @@ from slurmkit import (
     wait_for,
     wait_until_finished,
     work_done,
-    world_size,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -246,26 +246,66 @@ def test_a_rank_killed_on_one_node_ends_the_run_and_the_rest_resume_it(cluster, 
     assert_same_results(one_rank, out)
 
 
-def test_array_campaign_parts_merge_into_the_plain_result(cluster, tmp_path):
+def test_campaign_tasks_leave_and_join_and_merge_into_the_one_rank_result(
+    cluster, job_file, one_rank, tmp_path
+):
     campaign = tmp_path / "campaign"
     env = job_env(
         cluster,
-        HPCTHREADS_START="2**64 - 1000",
-        HPCTHREADS_COUNT="30001",
-        HPCTHREADS_TASKS="3",
+        HPCTHREADS_TARGET=str(job_file),
+        HPCTHREADS_UNITS="3",
+        HPCTHREADS_TASKS="2",
         HPCTHREADS_CAMPAIGN_DIR=str(campaign),
         HPCTHREADS_SBATCH_ARGS="--ntasks-per-node=2",
-        HPCTHREADS_WAIT="1",
+        HPCTHREADS_ARGS="--lease-timeout 4 --checkpoint-interval 0.3",
+        HPCTHREADS_TEST_FAULTS="slow:rate=20000",
     )
     proc = subprocess.run(
-        [str(ROOT / "slurm/campaign.sh")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240
+        [str(ROOT / "slurm/campaign.sh")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60
     )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    array = re.search(r"array job (\d+)", proc.stdout).group(1)
+    merge = re.search(r"merge job (\d+)", proc.stdout).group(1)
+    merge_log = campaign / f"hpcthreads-merge-{merge}.out"
+    try:
+        # Task 0 is cancelled while it holds a unit with finished chunks saved
+        wait_for(lambda: holding(campaign, f"slurm {array}_0"), "task 0 mid-unit", env, merge, merge_log)
+        subprocess.run(["scancel", f"{array}_0"], env=env, check=True)
+        added = subprocess.run(
+            [str(ROOT / "slurm/campaign-add.sh"), str(campaign), "1", "--ntasks-per-node=2"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        )  # fmt: skip
+        assert added.returncode == 0, added.stdout + added.stderr
+        assert f"merge job {merge} now also waits" in added.stdout
+        later = re.search(r"array job (\d+)", added.stdout).group(1)
+        state = wait_until_finished(env, merge, merge_log, timeout=240)
+    finally:
+        subprocess.run(["scancel", array, merge], env=env)
     logs = "".join(p.read_text() for p in sorted(campaign.glob("*.out")))
-    assert proc.returncode == 0, proc.stdout + proc.stderr + logs
-    parts = sorted(campaign.glob("part-*.h5"))
-    assert len(parts) == 3 and all(world_size(part) == 2 for part in parts), logs
-    base = cli_reference(tmp_path, "collatz", "--start", "2**64 - 1000", "--count", "30001")
-    assert_same_results(base, campaign / "merged.h5")
+    assert state == "COMPLETED", logs
+    assert job_state(env, f"{array}_0").get("JobState") == "CANCELLED"
+    assert_same_results(one_rank, campaign / "merged.h5")
+    done = {p.name: json.loads(p.read_text()) for p in (campaign / "done").iterdir()}
+    assert len(done) == 9
+    by_task = {record["job_id"] for record in done.values()}
+    assert f"slurm {later}_0" in by_task, "the task added later took units"
+    assert {record["host"] for record in done.values()} <= THREE
+
+
+def holding(campaign: Path, job_id: str) -> bool:
+    """Whether the campaign's run of this Slurm job holds a unit whose part has finished chunks."""
+    from hpcthreads.campaign.store import Campaign
+
+    for path in (campaign / "holders").glob("*.json"):
+        try:
+            info = json.loads(path.read_text())
+        except ValueError:
+            continue
+        if info.get("job_id") == job_id and info.get("unit"):
+            opened = Campaign.open(campaign)
+            part = opened.part_path(opened.by_id[info["unit"]], info["generation"])
+            return work_done(part) > 0
+    return False
 
 
 def read(path: Path) -> str:
