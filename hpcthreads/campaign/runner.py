@@ -41,6 +41,7 @@ from hpcthreads.runtime.start import run as run_unit
 log = logging.getLogger("hpcthreads")
 
 TAG_NEXT = 77
+TAG_BYE = 78
 # The files of one unit's part besides the results file itself
 SIDE_SUFFIXES = (".partial", ledger.LEDGER_SUFFIX, ledger.CHECKPOINT_SUFFIX, LOCK_SUFFIX)
 
@@ -81,34 +82,23 @@ def run_campaign(
     if isinstance(opened, HPCThreadsError):
         raise opened
     campaign = opened
-    try:
-        if rank == 0:
-            return Holder(campaign, base, lease_seconds, wait, comm, size).serve()
-        while True:
-            word = _receive(comm)
-            if word.unit is None:
-                return RunResult(rank, size)
-            _run_unit(campaign, base, word, None)
-    finally:
-        if size > 1:
-            # Every rank leaves at once, with no message of the last unit still in flight:
-            # MPI's finalize then has no traffic to wait for
-            _barrier(comm)
+    if rank == 0:
+        return Holder(campaign, base, lease_seconds, wait, comm, size).serve()
+    while True:
+        word = _receive(comm, TAG_NEXT)
+        if word.unit is None:
+            # Said to rank 0 before leaving: no rank goes into MPI's finalize alone
+            comm.send(None, dest=0, tag=TAG_BYE)
+            return RunResult(rank, size)
+        _run_unit(campaign, base, word, None)
 
 
-def _barrier(comm: Any) -> None:
-    """A barrier that sleeps while it waits (a blocking one spins a core)."""
-    request = comm.Ibarrier()
+def _receive(comm: Any, tag: int, source: int = 0) -> Any:
+    """The next message of this tag, polled with sleeps (a blocking receive spins a core)."""
     poller = Poller(ceiling=0.05)
-    while not request.Test():
+    while not comm.Iprobe(source=source, tag=tag):
         poller.wait()
-
-
-def _receive(comm: Any) -> Next:
-    poller = Poller(ceiling=0.05)
-    while not comm.Iprobe(source=0, tag=TAG_NEXT):
-        poller.wait()
-    return comm.recv(source=0, tag=TAG_NEXT)
+    return comm.recv(source=source, tag=tag)
 
 
 def _run_unit(campaign: Campaign, base: RunConfig, word: Next, lease: Lease | None) -> RunResult:
@@ -165,9 +155,17 @@ class Holder:
         )
         try:
             word = self._loop()
-        finally:
+        except BaseException:
+            # Ranks still waiting for a unit leave too (those that failed with this rank are gone)
             self.file.leave()
             self._tell(Next())
+            raise
+        self.file.leave()
+        self._tell(Next())
+        # Every rank says it is leaving, and all leave together (MPICH 4.0 over UCX's TCP
+        # transport was seen to hang in MPI_Finalize when one rank went into it alone)
+        for rank in range(1, self.size):
+            _receive(self.comm, TAG_BYE, rank)
         result = RunResult(0, self.size, wall_seconds=time.perf_counter() - self.t0, message=word.message)
         if word.exit_code == EXIT_INTERRUPTED:
             raise CampaignStopped(word.message)
