@@ -67,7 +67,9 @@ def claims(folder: Path, count: int) -> float:
     from hpcthreads.campaign.store import create_campaign, publish
     from hpcthreads.config import make_jobs
 
-    jobs = make_jobs({"jobs": [{"name": "c", "type": "collatz", "parameters": {"count": count, "batch_size": 1}}]})
+    jobs = make_jobs(
+        {"jobs": [{"name": "c", "type": "collatz", "parameters": {"count": count, "batch_size": 1}}]}
+    )
     opened = create_campaign(folder / "claims", jobs, "", count)
     me = identity()
     t0 = time.perf_counter()
@@ -80,7 +82,9 @@ def claims(folder: Path, count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=float, default=1.2e8, help="start values of the collatz job")
     parser.add_argument("--units", default="8,32", help="campaign sizes to compare")
     parser.add_argument("--repeat", type=int, default=2)
@@ -107,14 +111,15 @@ def main() -> None:
             assert_same_results(folder / "one.h5", folder / f"merged{units}.h5")
         base = best["one run"]["run"]
         print(f"collatz from 1, {count:,} start values, one process, best of {args.repeat}\n")
-        print(f"{'':<10} {'create s':>9} {'run s':>8} {'merge s':>8} {'total s':>8} {'/ one run':>9} {'s / unit':>9}")
+        heads = ("create s", "run s", "merge s", "total s", "/ one run", "s / unit")
+        print(f"{'':<10} " + " ".join(f"{head:>9}" for head in heads))
         for label, times in best.items():
             total = sum(times.values())
             units = int(label.split()[0]) if label != "one run" else 0
             per_unit = f"{(total - base) / units:9.3f}" if units else f"{'-':>9}"
             print(
-                f"{label:<10} {times.get('create', 0):9.2f} {times['run']:8.2f} {times.get('merge', 0):8.2f} "
-                f"{total:8.2f} {total / base:9.3f} {per_unit}"
+                f"{label:<10} {times.get('create', 0):9.2f} {times['run']:9.2f} {times.get('merge', 0):9.2f} "
+                f"{total:9.2f} {total / base:9.3f} {per_unit}"
             )
         print("\nmerged files equal the one run's results")
         per_claim = claims(folder, args.claims)
