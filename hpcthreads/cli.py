@@ -310,6 +310,10 @@ def run(
             result = run_jobs(config)
     except HPCThreadsError as exc:
         _fail(exc)
+    if result.size > 1:
+        from hpcthreads.runtime.mpiutil import guard_finalize
+
+        guard_finalize()
     if result.rank == 0 and result.message:
         click.echo(result.message, err=True)
     elif result.rank == 0:

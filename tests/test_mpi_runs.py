@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import h5py
 import pytest
@@ -334,3 +335,18 @@ def test_verify_from_1_with_the_3_squared_sieve_lists_every_unresolved_value(tmp
     with h5py.File(out) as f:
         records = load_summary(f["jobs/v"]).glide_records
     assert records == ref.range_records([(n, g) for n, g in glides if g <= 70])
+
+
+def test_a_rank_stuck_after_its_run_leaves_with_status_0():
+    """The finalize guard: a C-level alarm ends a finished rank that MPI_Finalize would hold."""
+    code = (
+        "from hpcthreads.runtime.mpiutil import guard_finalize\n"
+        "import time, sys\n"
+        "guard_finalize(1)\n"
+        "time.sleep(60)\n"
+        "sys.exit(5)\n"
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert time.monotonic() - t0 < 30
