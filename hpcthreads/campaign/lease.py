@@ -35,6 +35,8 @@ from hpcthreads.campaign.store import Campaign, Unit
 log = logging.getLogger("hpcthreads")
 
 DEFAULT_LEASE_SECONDS = 300.0
+# The shortest lease timeout a run may ask for (--lease-timeout)
+MIN_LEASE_SECONDS = 1.0
 LEASE_NAME = re.compile(r"(u\d{6})\.g(\d{4,})(\.released)?")
 PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
 
@@ -244,8 +246,12 @@ def claim_next(
         if lease is not None:
             return lease, len(remaining)
     for unit in held:
-        view = newest_lease_of(campaign, unit.id)
-        if view is not None and view.expired(now):
+        view = leases[unit.id]
+        if view.age(now) <= MIN_LEASE_SECONDS:
+            continue
+        # Its holder and timeout, read only for claims old enough to have expired (one small file)
+        _read(campaign, view, True)
+        if view.expired(now):
             lease = try_claim(campaign, unit, view.generation + 1, holder, seconds)
             if lease is not None:
                 age = view.age(now)
@@ -259,19 +265,6 @@ def claim_next(
                 )
                 return lease, len(remaining)
     return None, len(remaining)
-
-
-def newest_lease_of(campaign: Campaign, unit: str) -> LeaseView | None:
-    """The newest claim of one unit, read afresh (its holder and timeout included)."""
-    names = os.listdir(campaign.folder("leases"))
-    matches = [m for m in map(LEASE_NAME.fullmatch, names) if m and m.group(1) == unit]
-    generations = [int(m.group(2)) for m in matches if not m.group(3)]
-    if not generations:
-        return None
-    view = LeaseView(unit, max(generations))
-    view.released = any(int(m.group(2)) == view.generation and m.group(3) for m in matches)
-    _read(campaign, view, True)
-    return view
 
 
 class HolderFile:

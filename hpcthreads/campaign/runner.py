@@ -34,7 +34,7 @@ from hpcthreads.config import RunConfig
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io.paths import LOCK_SUFFIX
 from hpcthreads.runtime import ledger
-from hpcthreads.runtime.mpiutil import Poller, abort_on_exception, init_mpi, setup_logging
+from hpcthreads.runtime.mpiutil import Poller, abort_on_exception, init_mpi, rank0_answer, setup_logging
 from hpcthreads.runtime.start import EXIT_INTERRUPTED, InterruptedRun, RunResult
 from hpcthreads.runtime.start import run as run_unit
 
@@ -69,19 +69,7 @@ def run_campaign(
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, base.log_level, base.log_file)
     abort_on_exception(comm)
-    opened: Campaign | HPCThreadsError
-    if rank == 0:
-        try:
-            opened = Campaign.open(root)
-        except HPCThreadsError as exc:
-            opened = exc
-    else:
-        opened = None  # type: ignore[assignment]
-    if size > 1:
-        opened = comm.bcast(opened, root=0)
-    if isinstance(opened, HPCThreadsError):
-        raise opened
-    campaign = opened
+    campaign = rank0_answer(comm, lambda: Campaign.open(root))
     if rank == 0:
         return Holder(campaign, base, lease_seconds, wait, comm, size).serve()
     while True:

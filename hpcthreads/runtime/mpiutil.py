@@ -8,7 +8,10 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 LAUNCHER_VARIABLES = (
     "PMI_RANK",
@@ -37,6 +40,27 @@ def init_mpi() -> Any | None:
             raise RuntimeError(f"started by an MPI launcher but mpi4py cannot load MPI: {exc}") from exc
         return None
     return MPI.COMM_WORLD
+
+
+def rank0_answer(comm: Any, compute: Callable[[], T]) -> T:
+    """What `compute()` returns on rank 0, on every rank; its HPCThreadsError raised on every rank.
+
+    For questions only rank 0 should ask (the filesystem's, most often): every rank then
+    reaches the same verdict and no rank is left waiting for another.
+    """
+    from hpcthreads.errors import HPCThreadsError
+
+    answer: Any = None
+    if comm is None or comm.Get_rank() == 0:
+        try:
+            answer = compute()
+        except HPCThreadsError as exc:
+            answer = exc
+    if comm is not None and comm.Get_size() > 1:
+        answer = comm.bcast(answer, root=0)
+    if isinstance(answer, HPCThreadsError):
+        raise answer
+    return answer
 
 
 def abort_on_exception(comm: Any) -> None:

@@ -28,7 +28,14 @@ from hpcthreads.runtime.coordinator import Coordinator, Outcome
 from hpcthreads.runtime.dispatch import TIMELINE_LIMIT, WorkerLostError
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.monitor import Metrics, Monitor, Progress
-from hpcthreads.runtime.mpiutil import MPITransport, abort_on_exception, abort_world, init_mpi, setup_logging
+from hpcthreads.runtime.mpiutil import (
+    MPITransport,
+    abort_on_exception,
+    abort_world,
+    init_mpi,
+    rank0_answer,
+    setup_logging,
+)
 from hpcthreads.runtime.outputlock import OutputLock
 from hpcthreads.runtime.pacing import (
     GROUP_TARGET_SECONDS,
@@ -185,22 +192,18 @@ def _simulation(config: RunConfig, rank: int) -> dict[str, Any]:
 def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> tuple[Plan, OutputLock | None]:
     """Rank 0 takes the output's lock and answers every filesystem question; all ranks get the same
     plan or error. Returns the plan and, on rank 0, the lock it holds for the rest of the run."""
-    plan: Plan | HPCThreadsError
     lock = OutputLock(config.output) if rank == 0 else None
-    if lock is not None:
+
+    def decide() -> Plan:
         try:
             check_output_path(config.output, True)  # a place a file may go, before its lock is made
             lock.acquire()
-            plan = make_plan(config, size)
-        except HPCThreadsError as exc:
+            return make_plan(config, size)
+        except HPCThreadsError:
             lock.release()
-            plan = exc
-    else:
-        plan = None  # type: ignore[assignment]
-    if size > 1:
-        plan = comm.bcast(plan, root=0)
-    if isinstance(plan, HPCThreadsError):
-        raise plan
+            raise
+
+    plan = rank0_answer(comm, decide)
     return plan, lock
 
 
