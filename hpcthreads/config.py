@@ -34,6 +34,10 @@ MAX_SIEVE_BITS = 30
 DEFAULT_SIEVE_EXTRA_BITS = 14
 MAX_SIEVE_EXTRA_BITS = 16
 
+# A large verify job is cut by residue mod 2^K (workloads.slices); K from its size unless given
+MAX_SLICE_BITS = 51
+MIN_SLICE_BITS = 8
+
 # Parameters that change how fast a job runs, never its results: a resumed run or a merged
 # part may differ in them
 SPEED_ONLY_PARAMETERS = frozenset({"sieve_bits", "sieve_extra_bits", "sieve_mod9"})
@@ -54,6 +58,12 @@ PARAMETERS: dict[str, dict[str, tuple[bool, Any, int | None]]] = {
         "sieve_bits": (False, DEFAULT_SIEVE_BITS, 0),
         "sieve_extra_bits": (False, DEFAULT_SIEVE_EXTRA_BITS, 0),
         "sieve_mod9": (False, 1, 0),
+        # Every n below it is taken as verified (default: the job's start); see docs/jobs.md
+        "verified_below": (False, None, 1),
+        # K of the residue slices: "auto" (from the job's size), 0 (contiguous ranges) or 8..51
+        "sieve_slice_bits": (False, "auto", 0),
+        # deltaN = 1: skip values whose path joins that of n - 1 (convergence only, no glide)
+        "sieve_join": (False, 0, 0),
     },
     "thread": {
         "start": (False, 1, 1),
@@ -268,6 +278,9 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
                 raise ConfigError(f"{label}: parameters: {key} is required for type {jtype}")
             params[key] = default
             continue
+        if key == "sieve_slice_bits" and raw[key] == "auto":
+            params[key] = default
+            continue
         if key == "store":
             if raw[key] not in STORE_MODES:
                 raise ConfigError(f"{label}: store: {raw[key]!r} is not one of {', '.join(STORE_MODES)}")
@@ -284,8 +297,8 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
             )
         if key == "sieve_bits" and value > MAX_SIEVE_BITS:
             raise ConfigError(f"{label}: sieve_bits must be at most {MAX_SIEVE_BITS}, got {value}")
-        if key == "sieve_mod9" and value > 1:
-            raise ConfigError(f"{label}: sieve_mod9 must be 0 (off) or 1 (on), got {value}")
+        if key in ("sieve_mod9", "sieve_join") and value > 1:
+            raise ConfigError(f"{label}: {key} must be 0 (off) or 1 (on), got {value}")
         if key == "sieve_extra_bits" and value > MAX_SIEVE_EXTRA_BITS:
             raise ConfigError(
                 f"{label}: sieve_extra_bits must be at most {MAX_SIEVE_EXTRA_BITS}, got {value}"
@@ -297,7 +310,31 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
     last = params["start"] + size - 1
     if last >= MAX_START:
         raise ConfigError(f"{label}: start + count must stay below 2**128")
+    if jtype == "verify":
+        _resolve_verify(params, label)
     return params
+
+
+def _resolve_verify(params: dict[str, Any], label: str) -> None:
+    """verified_below's default and bound; sieve_slice_bits "auto" made a number, so that the way
+    the job is cut is recorded in its file and a resumed run cuts it the same way."""
+    from hpcthreads.workloads.slices import slice_bits, slice_bits_problem
+
+    start, count = params["start"], params["count"]
+    if params["verified_below"] is None:
+        params["verified_below"] = start
+    if params["verified_below"] > start:
+        raise ConfigError(
+            f"{label}: verified_below ({params['verified_below']}) must be at most the job's start "
+            f"({start}): a job verifies what lies above it"
+        )
+    bits = params["sieve_slice_bits"]
+    if bits == "auto":
+        params["sieve_slice_bits"] = slice_bits(start, count)
+        return
+    problem = slice_bits_problem(start, count, bits)
+    if problem:
+        raise ConfigError(f"{label}: sieve_slice_bits {bits}: {problem}")
 
 
 def make_jobs(document: Any) -> tuple[Job, ...]:

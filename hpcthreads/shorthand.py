@@ -29,6 +29,18 @@ OPTIONS = [
         "--sieve-extra-bits",
         help="Shorthand (verify): bits the sieve goes further per value (0-16, default 14).",
     ),
+    click.option(
+        "--verified-below",
+        help="Shorthand (verify): every n below this is taken as verified (default: --start).",
+    ),
+    click.option(
+        "--sieve-slice-bits",
+        help="Shorthand (verify): cut a large job by residue mod 2^K (auto, 0 for ranges, or 8-51).",
+    ),
+    click.option(
+        "--sieve-join",
+        help="Shorthand (verify): 1 skips values whose path joins that of n - 1 (no glide for them).",
+    ),
     click.option("--max-depth", help="Shorthand (thread): steps per thread."),
     click.option("--name", default=None, help="Shorthand: job name (default: the job type)."),
 ]

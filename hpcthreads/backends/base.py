@@ -37,6 +37,16 @@ class VerifyRaw(NamedTuple):
     walked: int
 
 
+class SliceRaw(NamedTuple):
+    """A residue slice's verify results, as exact start values (see backends.slicesieve)."""
+
+    # (n, glide) of the values that beat the best glide of their A in the slice: record candidates
+    candidates: list[tuple[int, int]]
+    too_long: list[int]
+    overflows: list[int]
+    walked: int
+
+
 class ThreadRaw(NamedTuple):
     paths_lo: np.ndarray
     paths_hi: np.ndarray
@@ -44,6 +54,25 @@ class ThreadRaw(NamedTuple):
     final_lo: np.ndarray
     final_hi: np.ndarray
     overflows: np.ndarray
+
+
+class SlicePlan(NamedTuple):
+    """What every chunk of a job cut by residue shares (workloads.verify builds it)."""
+
+    K: int
+    # The body's ends 2^K a0 + b0 and 2^K a1 + b1 (workloads.slices.SliceLayout.body)
+    body: tuple[int, int, int, int]
+    max_steps: int
+    # The glide every body value must beat to be a record: the witness's
+    floor: int
+    # Bits the sieve goes further per value
+    extra: int
+    # The 3^2 sieve skips n = 3m + 2 and n = 9m + 4 where n >= skip_from or n < skip_below
+    mod9: bool
+    skip_from: int
+    skip_below: int
+    # deltaN = 1: skip odd residues that join B - 1 after K steps
+    join: bool
 
 
 def split_words(value: int) -> tuple[int, int]:
@@ -75,6 +104,14 @@ class BaseBackend:
         from there on (workloads.verify says when that is exact). The sieve settings change no result.
         """
         raise NotImplementedError
+
+    def verify_slice(self, plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
+        """Verify a run of residues of a job cut by residue (workloads.slices): from the `ifirst`-th
+        value of residue `bfirst` to the `iend`-th (exclusive) of `blast`. The numba-cpu kernel serves
+        every backend that has none of its own."""
+        from hpcthreads.backends.numba_cpu import slice_kernel
+
+        return slice_kernel(plan, bfirst, ifirst, blast, iend)
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         raise NotImplementedError

@@ -9,6 +9,8 @@ from hpcthreads.backends.base import (
     DEFAULT_SIEVE_EXTRA_BITS,
     BaseBackend,
     CollatzRaw,
+    SlicePlan,
+    SliceRaw,
     ThreadRaw,
     VerifyRaw,
     split_words,
@@ -131,3 +133,28 @@ class NumbaCPUBackend(BaseBackend):
             np.uint64(shi), np.uint64(slo), count, max_depth, paths_lo, paths_hi, depth, final_lo, final_hi
         )
         return ThreadRaw(paths_lo, paths_hi, depth, final_lo, final_hi, over)
+
+
+def slice_kernel(plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
+    """The numba-cpu slice sieve (backends.slicesieve) on one run of residues."""
+    from hpcthreads.backends import slicesieve
+    from hpcthreads.backends.slicetables import per_value_extension, slice_tables
+
+    t = slice_tables(plan.K)
+    killx, _ = per_value_extension(plan.K, plan.extra)
+    a0, b0, a1, b1 = plan.body
+    from_hi, from_lo = split_words(min(plan.skip_from, (1 << 128) - 1))
+    below_hi, below_lo = split_words(plan.skip_below)
+    cand, long_, over, walked = slicesieve.verify_slice(
+        plan.K, np.uint64(bfirst), ifirst, np.uint64(blast), iend, np.uint64(a0), np.uint64(a1),
+        np.uint64(b0), np.uint64(b1), plan.max_steps, plan.floor,
+        t.res, t.packed, t.k1, t.kill1, t.ce1, t.de1, t.e1, t.kill2, t.ce2, t.de2, t.e2, t.p3hi, t.p3lo,
+        t.walk, t.k2, killx, plan.extra, np.uint64(from_hi), np.uint64(from_lo),
+        np.uint64(below_hi), np.uint64(below_lo), plan.mod9, plan.join,
+    )  # fmt: skip
+
+    def value(row: np.ndarray) -> int:
+        return (int(row[0]) << 64) | int(row[1])
+
+    candidates = [(value(r), int(r[2])) for r in cand]
+    return SliceRaw(candidates, [value(r) for r in long_], [value(r) for r in over], int(walked))

@@ -122,6 +122,10 @@ def read_summary(group: Any) -> dict[str, Any]:
             out[f"{name}_records"] = decode_table(records[name][()]) if records else []
     else:
         out["max_steps"] = decode_int(attrs["max_steps"])
+        # What the job assumed and how it was cut (absent in files from before they existed)
+        for key in ("verified_below", "sieve_slice_bits", "sieve_join"):
+            if key in attrs:
+                out[key] = decode_int(attrs[key])
         out["covered"] = decode_int(attrs["covered"]) if "covered" in attrs else 0
         # None in a file written before it was counted
         out["walked"] = decode_int(attrs["walked"]) if "walked" in attrs else None

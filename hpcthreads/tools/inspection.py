@@ -37,6 +37,11 @@ def format_job(name: str, job: dict[str, Any]) -> list[str]:
             lines.append(f"  {kind_} records: {_records(job[kind_ + '_records'])}")
     elif kind == "verify":
         lines.append(f"  covered {job['covered']:,}; max glide {_pair(job['max_glide'])}")
+        if "verified_below" in job:
+            bits = job.get("sieve_slice_bits")
+            cut = f"by residue mod 2^{bits}" if bits else "in ranges"
+            join = ", join rule on (glides of walked values only)" if job.get("sieve_join") else ""
+            lines.append(f"  assumes every n below {job['verified_below']:,} verified; cut {cut}{join}")
         if job.get("walked") is not None and job["count"]:
             share = job["walked"] / job["count"]
             lines.append(f"  walked past the sieve {job['walked']:,} ({share:.4%} of the range)")

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from hpcthreads import exact
-from hpcthreads.backends.base import BaseBackend
+from hpcthreads.backends.base import BaseBackend, SlicePlan
 from hpcthreads.workloads import records
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
+from hpcthreads.workloads.slices import SliceLayout, make_layout
 
 
 @dataclass
@@ -57,12 +59,63 @@ class VerifyWorkload(BaseWorkload):
         """Where the 3^2 sieve starts (0: never)."""
         return self.predecessors_from if self.job.params["sieve_mod9"] else 0
 
+    @property
+    def skip_below(self) -> int:
+        """Below here n = 3m + 2 and n = 9m + 4 have their predecessor below `verified_below`.
+
+        Both predecessors are at most (8n - 5)/9 < verified_below when
+        n <= (9 verified_below + 4)/8. Used where the job is cut by residue
+        (see slice_plan); 0 when the 3^2 sieve is off.
+        """
+        below = self.job.params["verified_below"]
+        return (9 * below + 4) // 8 + 1 if self.job.params["sieve_mod9"] else 0
+
+    @cached_property
+    def layout(self) -> SliceLayout | None:
+        """How the job is cut: by residue (workloads.slices) for large jobs, else None (ranges)."""
+        return make_layout(self.job.start, self.job.size, self.job.params["sieve_slice_bits"], self.max_steps)
+
+    @cached_property
+    def slice_plan(self) -> SlicePlan | None:
+        """What every residue slice of the job shares, for the backends."""
+        from hpcthreads.config import MAX_SIEVE_EXTRA_BITS
+
+        layout = self.layout
+        if layout is None:
+            return None
+        first = layout.start + layout.prefix
+        # The per-value extension holds for n >= 2^(K + extra), and its tables' words for K + extra <= 63
+        room = min(63, first.bit_length() - 1) - layout.K
+        extra = max(0, min(self.sieve[1], MAX_SIEVE_EXTRA_BITS, room))
+        mod9 = bool(self.job.params["sieve_mod9"])
+        return SlicePlan(
+            layout.K, layout.body, self.max_steps, layout.floor, extra, mod9,
+            self.predecessors_from, self.skip_below, bool(self.job.params["sieve_join"]),
+        )  # fmt: skip
+
     def prepare(self, backend: BaseBackend) -> None:
         # One value at the start: loads or builds the sieve's tables for this range
         backend.verify_range(self.job.start, 1, self.max_steps, *self.sieve, self.skip_from)
+        plan = self.slice_plan
+        if plan is not None:
+            # A few residues: compiles the slice kernel, builds its tables
+            backend.verify_slice(plan, 1 << (plan.K - 1), 0, (1 << (plan.K - 1)) + 64, 0)
 
     def compute(self, backend: BaseBackend, offset: int, count: int) -> ChunkOutput:
-        first = self.job.start + offset
+        summary = self.empty()
+        if self.layout is None:
+            pieces = [("range", self.job.start + offset, count)]
+        else:
+            pieces = self.layout.pieces(offset, count)
+        for kind, *args in pieces:
+            if kind == "range":
+                part = self._range(backend, *args)
+            else:
+                part = self._slice(backend, *args)
+            summary = self.merge(summary, part)
+        return ChunkOutput(offset, count, summary)
+
+    def _range(self, backend: BaseBackend, first: int, count: int) -> VerifySummary:
         raw = backend.verify_range(first, count, self.max_steps, *self.sieve, self.skip_from)
         summary = VerifySummary(
             count=count,
@@ -70,15 +123,30 @@ class VerifyWorkload(BaseWorkload):
             unresolved=[first + int(o) for o in raw.too_long],
             walked=int(raw.walked),
         )
-        for off in raw.overflows:
-            n = first + int(off)
+        return self._settle_overflows(summary, [first + int(off) for off in raw.overflows])
+
+    def _slice(self, backend: BaseBackend, bfirst: int, ifirst: int, blast: int, iend: int) -> VerifySummary:
+        raw = backend.verify_slice(self.slice_plan, bfirst, ifirst, blast, iend)
+        layout = self.layout
+        count = layout.before(blast) + iend - layout.before(bfirst) - ifirst
+        summary = VerifySummary(
+            count=count,
+            glide_records=records.normalise(raw.candidates),
+            unresolved=sorted(raw.too_long),
+            walked=raw.walked,
+        )
+        return self._settle_overflows(summary, raw.overflows)
+
+    def _settle_overflows(self, summary: VerifySummary, overflows: list[int]) -> VerifySummary:
+        """The values a kernel handed over as leaving 128 bits, on the exact path."""
+        for n in overflows:
             glide = exact.glide_of(n, self.max_steps)
             if glide < 0:
                 summary.unresolved.append(n)
             else:
                 summary.glide_records = records.merge(summary.glide_records, [(n, glide)])
         summary.unresolved.sort()
-        return ChunkOutput(offset, count, summary)
+        return summary
 
     def finish(self, summary: VerifySummary) -> VerifySummary:
         """Follow the values the 3^2 sieve may have skipped on the word of an unresolved predecessor.
@@ -90,12 +158,15 @@ class VerifyWorkload(BaseWorkload):
         changed it). An n that its own chunk followed appears twice at most:
         unresolved values are a set, and records are normalised.
         """
-        first, end = self.predecessors_from, self.job.start + self.job.size
+        # Skipped values lie anywhere from the start where the job is cut by residue
+        first = self.job.start if self.layout else self.predecessors_from
+        end = self.job.start + self.job.size
         unresolved = set(summary.unresolved)
         found: list[records.Pair] = []
         pending = list(unresolved)
         while pending:
-            for n in successors_skipped(pending.pop()):
+            p = pending.pop()
+            for n in successors_skipped(p) + successors_joined(p):
                 if n < first or n >= end or n in unresolved:
                     continue
                 glide = exact.glide_of(n, self.max_steps)
@@ -129,3 +200,9 @@ def successors_skipped(p: int) -> list[int]:
     if p & 7 == 3:
         out.append((9 * p + 5) // 8)
     return out
+
+
+def successors_joined(p: int) -> list[int]:
+    """The value the join rule (sieve_join) may skip on p's word: 2p + 1, whose path joins that of
+    2p (and so p's) after K steps."""
+    return [2 * p + 1]
