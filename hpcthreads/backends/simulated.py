@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from hpcthreads.backends.base import BaseBackend, CollatzRaw, ThreadRaw, VerifyRaw
+from hpcthreads.backends.base import BaseBackend, CollatzRaw, SlicePlan, SliceRaw, ThreadRaw, VerifyRaw
 from hpcthreads.config import DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS
 from hpcthreads.errors import ConfigError
 
@@ -94,6 +94,15 @@ class SimulatedBackend(BaseBackend):
         self._sleep(count)
         empty = np.zeros(0, np.int64)
         return VerifyRaw(np.zeros((0, 3), np.uint64), empty, empty, 0)  # nothing walked
+
+    def verify_slice(self, plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
+        a0, b0, a1, b1 = plan.body
+
+        def before(residue: int) -> int:
+            return (a1 - a0) * residue + min(residue, b1) - min(residue, b0)
+
+        self._sleep(before(blast) + iend - before(bfirst) - ifirst)
+        return SliceRaw([], [], [], 0)  # nothing walked
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         self._sleep(count)
