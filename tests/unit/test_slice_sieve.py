@@ -199,7 +199,8 @@ def test_slice_bits_come_from_the_size_and_are_checked():
     job = make_job({"name": "v", "type": "verify", "parameters": {"start": 9 * 2**61, "count": 2**61}}, 0)
     assert job.params["sieve_slice_bits"] == 51 and job.params["verified_below"] == 9 * 2**61
     assert glide_bound(51) == 63 + 39
-    for bad in ({"sieve_slice_bits": 60}, {"sieve_slice_bits": 20, "start": 2**10}, {"verified_below": 2**41}):
+    bad_ones = ({"sieve_slice_bits": 60}, {"sieve_slice_bits": 20, "start": 2**10}, {"verified_below": 2**41})
+    for bad in bad_ones:
         params = {"start": 2**40, "count": 10**6, **bad}
         with pytest.raises(ConfigError):
             make_job({"name": "v", "type": "verify", "parameters": params}, 0)
