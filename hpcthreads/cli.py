@@ -193,7 +193,7 @@ main.add_command(campaign_group)
 @click.option(
     "--metrics-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write Prometheus metrics to DIR/hpcthreads.prom (node_exporter textfile collector).",
+    help="Write Prometheus metrics to DIR/hpcthreads-OUTPUT-ID.prom (node_exporter textfile collector).",
 )
 @click.option(
     "--campaign",

@@ -16,6 +16,9 @@ import pytest
 import yaml
 from helpers import ROOT, cli
 
+from hpcthreads.runtime.monitor import Metrics, Snapshot
+from hpcthreads.runtime.usage import Usage
+
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "hpcthreads.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -227,9 +230,16 @@ def exposed(tmp_path_factory) -> dict[str, set[str]]:
         str(tmp / "campaign-metrics"),
         check=True,
     )
+    [run_file] = (tmp / "run").glob("hpcthreads-*.prom")
+    texts = [run_file.read_text(), (tmp / "campaign-metrics" / "hpcthreads_campaign.prom").read_text()]
+    # GPU figures are written only for ranks with a GPU: without one here, the same renderer is
+    # given a GPU rank's sample
+    if not read_exposition(texts[0]).keys() & {"hpcthreads_rank_gpu_utilization_ratio"}:
+        gpu = Snapshot(done={"c": 1}, total={"c": 1}, usage={1: Usage(1 << 20, 1 << 30, 0.5)})
+        texts.append(Metrics(tmp / "gpu", tmp / "gpu.h5").render(gpu, 0.0))
     found: dict[str, set[str]] = {}
-    for path in [tmp / "run" / "hpcthreads.prom", tmp / "campaign-metrics" / "hpcthreads_campaign.prom"]:
-        for name, labels in read_exposition(path.read_text()).items():
+    for text in texts:
+        for name, labels in read_exposition(text).items():
             found.setdefault(name, set()).update(labels)
     return found
 
@@ -271,7 +281,7 @@ def test_dashboard_is_a_grafana_model_with_a_prometheus_datasource_variable(dash
     assert (
         variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
     )
-    assert {"job", "campaign"} <= set(variables)
+    assert {"host", "run", "job", "campaign"} <= set(variables)
     for variable in variables.values():
         if variable["type"] == "query":
             assert variable["datasource"] == DATASOURCE
@@ -334,6 +344,18 @@ def test_legends_name_labels_of_the_series(dashboard, exposed):
             available = set().union(*(exposed.get(m, set()) for m in metrics)) | SCRAPE_LABELS
             named = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", target.get("legendFormat", "")))
             assert named <= available, f"{panel['title']}: {sorted(named - available)}"
+
+
+def test_no_metric_carries_a_label_prometheus_sets_itself(dashboard, exposed):
+    # Prometheus sets `job` and `instance` on every scraped series: ours would be renamed exported_*
+    clashing = {name: labels & {"job", "instance"} for name, labels in exposed.items()}
+    assert not any(clashing.values()), clashing
+    assert all(
+        "hpc_job" in exposed[name] and {"run", "host"} <= exposed[name]
+        for name in ("hpcthreads_items", "hpcthreads_items_done")
+    )
+    for title, expr in expressions(dashboard):
+        assert not any("job" in labels for _, labels in parse(expr).selectors), title
 
 
 def test_every_metric_written_has_a_panel(dashboard, exposed):

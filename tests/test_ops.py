@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import shutil
+import socket
 import struct
 import subprocess
 
@@ -14,7 +16,8 @@ import reference as ref
 from helpers import cli, inspect_json, mpirun
 
 import hpcthreads
-from hpcthreads.runtime.monitor import Progress, Snapshot
+from hpcthreads.runtime.devices import count_physical
+from hpcthreads.runtime.monitor import Progress, Snapshot, metrics_path
 
 JOBS = """
 jobs:
@@ -87,23 +90,47 @@ def test_a_terminal_gets_a_redrawn_bar_with_rate_and_eta():
 
 
 def test_metrics_file_is_valid_prometheus_text_with_the_runs_values(results):
-    path = results.parent / "metrics" / "hpcthreads.prom"
+    [path] = (results.parent / "metrics").glob("hpcthreads-*.prom")
+    assert path == metrics_path(results.parent / "metrics", results)
     text = path.read_text()
     if shutil.which("promtool"):
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
+    # Every series names its run (the output) and the host of rank 0
+    run = f'run="{results}",host="{socket.gethostname()}"'
     values = {}
     for line in text.splitlines():
         if not line.startswith("#"):
             name, value = line.rsplit(" ", 1)
-            values[name] = float(value)
+            assert f"{{{run}" in name, name
+            values[name.replace(run, "").replace("{,", "{").replace("{}", "")] = float(value)
     assert (
-        values['hpcthreads_items_done{job="numbers"}'] == values['hpcthreads_items{job="numbers"}'] == 30000
+        values['hpcthreads_items_done{hpc_job="numbers"}']
+        == values['hpcthreads_items{hpc_job="numbers"}']
+        == 30000
     )
-    assert values['hpcthreads_items_done{job="tree"}'] == 400
+    assert values['hpcthreads_items_done{hpc_job="tree"}'] == 400
     assert values['hpcthreads_run_state{state="complete"}'] == 1 and values["hpcthreads_failures_total"] == 0
     assert 0 < values['hpcthreads_rank_busy_fraction{rank="1"}'] <= 1
+    # Resident memory of every rank, the coordinator's too; no GPU figures where no rank has a GPU
+    assert all(10e6 < values[f'hpcthreads_rank_memory_rss_bytes{{rank="{r}"}}'] < 64e9 for r in range(3))
+    if count_physical() == 0:
+        assert "hpcthreads_rank_gpu" not in text
     assert not list(path.parent.glob(".*tmp"))  # written atomically: no temporary left
+
+
+def test_every_ranks_memory_reaches_the_metrics_through_sub_coordinators(tmp_path):
+    # Two groups: ranks 2 and 4 report to sub-coordinators 1 and 3, which pass their samples up
+    proc = mpirun(
+        5, "run", "collatz", "--count", "2e6", "--batch-size", "1e5", "--groups", "2", "--quiet",
+        "-o", str(tmp_path / "g.h5"), "--metrics-dir", str(tmp_path / "m"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "sub-coordinator" in proc.stderr
+    [path] = (tmp_path / "m").glob("hpcthreads-*.prom")
+    rows = re.findall(r'hpcthreads_rank_memory_rss_bytes\{[^}]*rank="(\d+)"\} (\S+)', path.read_text())
+    assert sorted(int(rank) for rank, _ in rows) == [0, 1, 2, 3, 4]
+    assert all(10e6 < float(value) < 64e9 for _, value in rows)
 
 
 def png_size(path):

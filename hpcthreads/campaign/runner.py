@@ -34,6 +34,7 @@ from hpcthreads.config import RunConfig
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io.paths import LOCK_SUFFIX
 from hpcthreads.runtime import ledger
+from hpcthreads.runtime.monitor import metrics_path
 from hpcthreads.runtime.mpiutil import Poller, abort_on_exception, init_mpi, rank0_answer, setup_logging
 from hpcthreads.runtime.start import EXIT_INTERRUPTED, InterruptedRun, RunResult
 from hpcthreads.runtime.start import run as run_unit
@@ -271,10 +272,18 @@ class Holder:
         else:
             log.warning("unit %s was finished by another run first; this copy is dropped", unit.id)
             _remove_part(lease.part)
+        self._drop_unit_metrics(lease)
 
     def _discard(self, lease: Lease) -> None:
         log.warning("unit %s: %s; this run's part of it is dropped", lease.unit.id, lease.lost())
         _remove_part(lease.part)
+        self._drop_unit_metrics(lease)
+
+    def _drop_unit_metrics(self, lease: Lease) -> None:
+        """Remove a finished unit's run metrics: the campaign's own metrics say what is done, and a
+        file per unit left in the collector's directory would grow with the campaign."""
+        if self.base.metrics_dir is not None:
+            metrics_path(self.base.metrics_dir, lease.part).unlink(missing_ok=True)
 
     def _metrics(self) -> None:
         """With --metrics-dir, the campaign's metrics beside the run's, between units."""

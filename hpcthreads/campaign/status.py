@@ -14,6 +14,7 @@ from typing import Any
 
 from hpcthreads.campaign.lease import newest_leases, server_now
 from hpcthreads.campaign.store import Campaign
+from hpcthreads.runtime.monitor import label_value
 
 log = logging.getLogger("hpcthreads")
 
@@ -163,7 +164,7 @@ def _duration(seconds: float) -> str:
 def render_metrics(status: dict[str, Any]) -> str:
     """Prometheus text format: the campaign's units by state, items, rate and active holders."""
     name = Path(status["campaign"]).name
-    label = f'campaign="{name}"'
+    label = f'campaign="{label_value(name)}"'
     out: list[str] = []
 
     def metric(metric_name: str, text: str, rows: list[tuple[str, float]]) -> None:
@@ -179,8 +180,9 @@ def render_metrics(status: dict[str, Any]) -> str:
         [(label, status["units"]["total"] - status["units"]["done"])],
     )
     jobs = status["jobs"]
-    metric("items", "Items of each job.", [(f'{label},job="{j["name"]}"', j["items"]) for j in jobs])
-    done = [(f'{label},job="{j["name"]}"', j["items_done"]) for j in jobs]
+    # `hpc_job`: Prometheus sets `job` itself on every series it scrapes
+    metric("items", "Items of each job.", [(f'{label},hpc_job="{j["name"]}"', j["items"]) for j in jobs])
+    done = [(f'{label},hpc_job="{j["name"]}"', j["items_done"]) for j in jobs]
     metric("items_done", "Items of each job in finished units.", done)
     metric(
         "rate_items_per_second",

@@ -25,6 +25,7 @@ from hpcthreads.runtime.monitor import Monitor, Snapshot
 from hpcthreads.runtime.mpiutil import Poller
 from hpcthreads.runtime.pacing import TARGET_SECONDS
 from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState
+from hpcthreads.runtime.usage import UsageSampler
 from hpcthreads.runtime.worker import ChunkRunner
 from hpcthreads.workloads.base import BaseWorkload, to_plain
 
@@ -97,6 +98,8 @@ class Coordinator(BaseDispatcher):
         self.last_result = 0.0
         self.job_started: dict[int, float] = {}
         self.ending = False
+        # Rank 0's own figures; computing alone, its runner's sampler knows the device
+        self.sampler = local.sampler if local is not None else UsageSampler()
 
     def _queue(self, index: int, workload: BaseWorkload, limit: int) -> JobQueue:
         """A job's queue; when resuming, only the parts the ledger does not hold."""
@@ -269,6 +272,8 @@ class Coordinator(BaseDispatcher):
             state = "interrupted" if self.interrupted else ("failed" if self.outcome.failed else "complete")
         else:
             state = "running"
+        if own := self.sampler.sample():
+            self.usage[0] = own
         snap = Snapshot(
             done={job.name: min(job.done, job.size) for job in jobs},
             total={job.name: job.size for job in jobs},
@@ -277,6 +282,7 @@ class Coordinator(BaseDispatcher):
             failures=self.failures,
             last_progress=self.last_progress,
             state=state,
+            usage=self.usage,
         )
         self.monitor.update(snap, final)
 

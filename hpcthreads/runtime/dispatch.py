@@ -24,6 +24,7 @@ from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.mpiutil import Poller
 from hpcthreads.runtime.pacing import MIN_STEAL_SECONDS
 from hpcthreads.runtime.scheduling import WINDOW, Chunk, JobQueue, Scheduler, WorkerState
+from hpcthreads.runtime.usage import Usage
 from hpcthreads.workloads.base import BaseWorkload
 
 log = logging.getLogger("hpcthreads")
@@ -101,6 +102,8 @@ class BaseDispatcher:
         self.timeline_limit = TIMELINE_LIMIT
         self.unrecorded = 0
         self.failures = 0
+        # The newest memory (and GPU) sample of every rank of this subtree
+        self.usage: dict[int, Usage] = {}
         self.stopping = False
         self.next_duty = 0.0
 
@@ -158,6 +161,10 @@ class BaseDispatcher:
     def handle(self, message: Any, source: int) -> None:
         self.last_seen[source] = self.clock()
         worker = self.workers.get(source)
+        if isinstance(message, (p.Result, p.Heartbeat)) and message.usage is not None:
+            self.note_usage({source: message.usage})
+        elif isinstance(message, p.Batch) and message.usage:
+            self.note_usage(message.usage)
         if isinstance(message, p.Result):
             self.on_result(worker, message)
         elif isinstance(message, p.Batch):
@@ -256,6 +263,10 @@ class BaseDispatcher:
         room = max(0, self.timeline_limit - len(self.chunks))
         self.chunks.extend(final.chunks[:room])
         self.unrecorded += final.unrecorded + max(0, len(final.chunks) - room)
+
+    def note_usage(self, samples: dict[int, Usage]) -> None:
+        """Newer memory and GPU samples of ranks of this subtree."""
+        self.usage.update(samples)
 
     # What subclasses decide
 

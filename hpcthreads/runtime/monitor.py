@@ -4,24 +4,33 @@
   (stderr not a terminal), one log line every `interval` seconds.
 - With a metrics directory, a Prometheus text-format file written atomically
   (temporary name, then rename) every few seconds and at the end, for
-  node_exporter's textfile collector.
+  node_exporter's textfile collector. Each run has a file of its own, named
+  after its host and output, and every series carries `run` (the output's
+  absolute path) and `host` labels: runs that share a node and its metrics
+  directory, or the units of a campaign, never write over each other.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import re
+import socket
 import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from hpcthreads.runtime.usage import Usage
+
 log = logging.getLogger("hpcthreads")
 
-METRICS_FILE = "hpcthreads.prom"
+# DIR/hpcthreads-<output stem>-<digest of host and output>.prom: one file per run
+METRICS_PREFIX = "hpcthreads-"
 # Seconds between samples of the progress rate when nothing is drawn
 RATE_SAMPLE_SECONDS = 1.0
 STATES = ("running", "complete", "failed", "interrupted")
@@ -42,6 +51,8 @@ class Snapshot:
     failures: int = 0
     last_progress: float = 0.0
     state: str = "running"
+    # The newest memory (and GPU) sample of each rank that sent one
+    usage: dict[int, Usage] = field(default_factory=dict)
 
 
 def _duration(seconds: float) -> str:
@@ -123,12 +134,29 @@ class Progress:
         self.drawn = len(lines)
 
 
-class Metrics:
-    """Prometheus text-format metrics in DIR/hpcthreads.prom."""
+def label_value(text: str) -> str:
+    """`text` escaped for a label value of the Prometheus text format."""
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
-    def __init__(self, directory: Path, interval: float = 5.0) -> None:
+
+def metrics_path(directory: Path, output: Path, host: str | None = None) -> Path:
+    """The metrics file of the run that writes `output` on `host` (this machine by default)."""
+    host = socket.gethostname() if host is None else host
+    where = os.path.abspath(output)
+    digest = hashlib.sha256(f"{host}\0{where}".encode()).hexdigest()[:12]
+    # The stem is for people who list the directory; the digest keeps names apart
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(where).stem)[:40]
+    return Path(directory) / f"{METRICS_PREFIX}{stem}-{digest}.prom"
+
+
+class Metrics:
+    """Prometheus text-format metrics of one run in DIR (see `metrics_path`)."""
+
+    def __init__(self, directory: Path, output: Path, interval: float = 5.0) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        self.path = Path(directory) / METRICS_FILE
+        self.host = socket.gethostname()
+        self.run = os.path.abspath(output)
+        self.path = metrics_path(Path(directory), Path(output), self.host)
         self.interval = interval
         self.next_write = 0.0
         self.rate = Rate()
@@ -145,30 +173,44 @@ class Metrics:
 
     def render(self, snap: Snapshot, rate: float) -> str:
         out: list[str] = []
+        run = f'run="{label_value(self.run)}",host="{label_value(self.host)}"'
 
-        def metric(name: str, kind: str, text: str, rows: list[tuple[str, float]]) -> None:
+        def metric(name: str, kind: str, text: str, rows: list[tuple[str, float | None]]) -> None:
+            # A figure no rank has (GPU figures on CPU ranks) is left out, not written as 0
+            rows = [(labels, value) for labels, value in rows if value is not None]
+            if not rows:
+                return
             out.append(f"# HELP hpcthreads_{name} {text}")
             out.append(f"# TYPE hpcthreads_{name} {kind}")
-            out.extend(f"hpcthreads_{name}{labels} {value:.17g}" for labels, value in rows)
+            out.extend(f"hpcthreads_{name}{{{run}{labels}}} {value:.17g}" for labels, value in rows)
 
-        metric(
-            "items_done",
-            "gauge",
-            "Items (start values or threads) finished, per job.",
-            [(f'{{job="{name}"}}', done) for name, done in snap.done.items()],
-        )
-        metric(
-            "items",
-            "gauge",
-            "Items (start values or threads) of each job.",
-            [(f'{{job="{name}"}}', total) for name, total in snap.total.items()],
-        )
+        def per_rank(name: str, text: str, values: dict[int, float | None]) -> None:
+            rows = [(f',rank="{rank}"', value) for rank, value in sorted(values.items())]
+            metric(name, "gauge", text, rows)
+
+        def per_job(values: dict[str, int]) -> list[tuple[str, float | None]]:
+            return [(f',hpc_job="{label_value(name)}"', value) for name, value in values.items()]
+
+        done_text = "Items (start values or threads) finished, per job."
+        metric("items_done", "gauge", done_text, per_job(snap.done))
+        metric("items", "gauge", "Items (start values or threads) of each job.", per_job(snap.total))
         metric("rate_items_per_second", "gauge", "Items finished per second, recent average.", [("", rate)])
-        metric(
-            "rank_busy_fraction",
-            "gauge",
-            "Fraction of the run each worker rank spent computing.",
-            [(f'{{rank="{rank}"}}', busy) for rank, busy in sorted(snap.busy().items())],
+        per_rank("rank_busy_fraction", "Fraction of the run each worker rank spent computing.", snap.busy())
+        usage = snap.usage
+        per_rank(
+            "rank_memory_rss_bytes",
+            "Resident memory of each rank's process, bytes.",
+            {rank: sample.rss_bytes for rank, sample in usage.items()},
+        )
+        per_rank(
+            "rank_gpu_memory_used_bytes",
+            "Memory in use on the GPU of each GPU rank (all its processes), bytes; no series without a GPU.",
+            {rank: sample.gpu_memory_used_bytes for rank, sample in usage.items()},
+        )
+        per_rank(
+            "rank_gpu_utilization_ratio",
+            "Fraction of recent time a kernel ran on the GPU of each GPU rank; no series without a GPU.",
+            {rank: sample.gpu_utilization for rank, sample in usage.items()},
         )
         metric(
             "chunks_stolen_total",
@@ -187,7 +229,7 @@ class Metrics:
             "run_state",
             "gauge",
             "1 for the state the run is in.",
-            [(f'{{state="{state}"}}', float(state == snap.state)) for state in STATES],
+            [(f',state="{state}"', float(state == snap.state)) for state in STATES],
         )
         return "\n".join(out) + "\n"
 

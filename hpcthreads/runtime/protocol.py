@@ -15,6 +15,7 @@ worker.py. They mirror each other:
                      <-         Steal (when another child is idle)
     GiveBack         ->         (re-queues the returned range; count 0: nothing to give)
     Heartbeat        ->         (while a long chunk runs)
+    (Result, Batch and Heartbeat also carry the sender's memory and GPU samples, see usage.py)
     JobFailed / Lost ->         (a group gave a job up / cannot go on)
                      <-         Stop
     Final            ->         (per-rank accounting, for a group with its ranks' and chunks')
@@ -25,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpcthreads.runtime.usage import Usage
 from hpcthreads.workloads.base import ChunkOutput
 
 
@@ -62,6 +64,8 @@ class Result:
     started: float
     ended: float
     output: ChunkOutput | None = None
+    # The worker's memory (and GPU) figures, at most once a second: None in between
+    usage: Usage | None = None
 
 
 @dataclass
@@ -97,6 +101,8 @@ class Batch:
     speeds: dict[int, float] = field(default_factory=dict)
     busy: float = 0.0
     failures: int = 0
+    # The newest samples of the group's ranks (the sub-coordinator's own too) since the last batch
+    usage: dict[int, Usage] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,6 +150,7 @@ class GiveBack:
 @dataclass
 class Heartbeat:
     rank: int
+    usage: Usage | None = None
 
 
 @dataclass

@@ -315,7 +315,7 @@ def _coordinate(
 
 
 def _monitor(config: RunConfig) -> Monitor:
-    metrics = Metrics(config.metrics_dir) if config.metrics_dir else None
+    metrics = Metrics(config.metrics_dir, config.output) if config.metrics_dir else None
     return Monitor(Progress(interval=config.progress_interval, quiet=config.quiet), metrics)
 
 

@@ -28,6 +28,7 @@ from hpcthreads.runtime.dispatch import BaseDispatcher, WorkerLostError
 from hpcthreads.runtime.mpiutil import Poller
 from hpcthreads.runtime.pacing import steal_share
 from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState
+from hpcthreads.runtime.usage import Usage, UsageSampler
 from hpcthreads.workloads.base import BaseWorkload
 
 log = logging.getLogger("hpcthreads")
@@ -91,6 +92,9 @@ class SubCoordinator(BaseDispatcher):
         self.for_parent: set[int] = set()
         self.for_parent_pieces: list[tuple[int, int, int]] = []
         self.stop: p.Stop | None = None
+        # Samples not yet passed up; this rank's own process is sampled too
+        self.unsent_usage: dict[int, Usage] = {}
+        self.sampler = UsageSampler()
 
     def send_up(self, message: Any) -> None:
         self.transport.send(message, self.parent)
@@ -171,7 +175,7 @@ class SubCoordinator(BaseDispatcher):
             self.send_up(p.Batch(self.rank, [], [], self.taken, self.speeds()))
             self.taken = []
         if self.outstanding and now - self.last_sent > self.heartbeat:
-            self.send_up(p.Heartbeat(self.rank))
+            self.send_up(p.Heartbeat(self.rank, self.sampler.sample(now)))
 
     # Work from the parent
 
@@ -297,6 +301,11 @@ class SubCoordinator(BaseDispatcher):
             self.given_up.add(job)
             self.send_up(p.JobFailed(job, message))
 
+    def note_usage(self, samples: dict[int, Usage]) -> None:
+        """Kept, and passed up with the next batch (the newest sample of each rank only)."""
+        super().note_usage(samples)
+        self.unsent_usage.update(samples)
+
     def speeds(self) -> dict[int, float]:
         """The group's throughput per job: the sum of its workers' measured speeds."""
         speeds = {}
@@ -317,12 +326,14 @@ class SubCoordinator(BaseDispatcher):
         parts = list(self.parts.values())
         for part in parts:
             part.spans = coalesce(part.spans)
+        if own := self.sampler.sample():
+            self.unsent_usage[self.rank] = own
         batch = p.Batch(
             self.rank, list(self.credits.items()), parts, self.taken, speeds, busy - self.reported_busy,
-            self.failures - self.reported_failures,
+            self.failures - self.reported_failures, self.unsent_usage,
         )  # fmt: skip
         self.reported_busy, self.reported_failures = busy, self.failures
-        self.credits, self.parts, self.taken = {}, {}, []
+        self.credits, self.parts, self.taken, self.unsent_usage = {}, {}, [], {}
         self.send_up(batch)
 
 

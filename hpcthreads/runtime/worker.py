@@ -25,6 +25,7 @@ from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.faults import Faults
 from hpcthreads.runtime.mpiutil import Poller
 from hpcthreads.runtime.pacing import HEARTBEAT_SECONDS, steal_share
+from hpcthreads.runtime.usage import UsageSampler
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput
 
 log = logging.getLogger("hpcthreads")
@@ -60,6 +61,7 @@ class ChunkRunner:
         self.speed: dict[int, float] = {}
         self.busy = 0.0
         self.items = 0
+        self.sampler = UsageSampler(gpu=backend.is_gpu)
         backend.warm_up({workload.type for workload in workloads})
         for workload in workloads:
             workload.prepare(backend)
@@ -97,8 +99,9 @@ class ChunkRunner:
         if output is not None and output.arrays:
             output.digest = data_digest(output.arrays, self.dtypes[task.job])
         return p.Result(
-            task.chunk, task.job, task.offset, cursor - task.offset, seconds, started, time.time(), output
-        )
+            task.chunk, task.job, task.offset, cursor - task.offset, seconds, started, time.time(), output,
+            self.sampler.sample(),
+        )  # fmt: skip
 
 
 class Worker:
@@ -204,7 +207,7 @@ class Worker:
             # Stopping early: report what is done, the rest stays unassigned
             return cursor
         if time.monotonic() - self.last_sent > self.heartbeat:
-            self.send(p.Heartbeat(self.hello.rank))
+            self.send(p.Heartbeat(self.hello.rank, self.runner.sampler.sample()))
         return end
 
     def _give_back(self, cursor: int, end: int, speeds: dict[int, float]) -> int:

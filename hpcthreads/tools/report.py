@@ -19,6 +19,13 @@ from hpcthreads.tools.inspection import format_summary
 # Most thread paths drawn in the tree figure
 TREE_THREADS = 3000
 DPI = 110
+# One colour per job in the timeline, each at least 5:1 against the white background, so that
+# the shortest chunk still shows (matplotlib's tab10 has colours under 3:1)
+JOB_COLOURS = ("#1f4e99", "#b3411b", "#2e7d32", "#6a1b9a", "#8a6100", "#00707a", "#ad1457", "#4e342e")
+# A chunk is drawn at least this share of the time axis wide: short chunks (thread jobs' are
+# milliseconds) would otherwise be thinner than a pixel and vanish
+MIN_CHUNK_SHARE = 0.002
+TREE_COLOUR = "#2f6b3a"
 
 
 @dataclass
@@ -38,7 +45,9 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path, figures: list[Path]) -> None:
-    fig.tight_layout()
+    # A figure with its own layout engine (constrained: a legend outside the axes) keeps it
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     _pyplot().close(fig)
     figures.append(path)
@@ -85,35 +94,54 @@ def records_figure(job: JobResults, path: Path, figures: list[Path]) -> None:
 
 
 def timeline_figure(results: Results, path: Path, figures: list[Path]) -> None:
+    fig = timeline_plot(results)
+    if fig is not None:
+        _save(fig, path, figures)
+
+
+def timeline_plot(results: Results) -> Any:
+    """The chunks of each rank over time, coloured by job, stolen ones hatched; None without chunks.
+
+    One collection holds every chunk (a run records up to 500,000), and the
+    legend sits right of the axes, where it covers no chunk.
+    """
     chunks = results.table("chunks")
     if not chunks or not len(chunks.get("rank", [])):
-        return
+        return None
     plt = _pyplot()
-    names = results.names
-    colours = plt.get_cmap("tab10")
+    from matplotlib.collections import PolyCollection
+    from matplotlib.patches import Patch
+
     ranks = sorted(set(int(r) for r in chunks["rank"]))
-    fig, ax = plt.subplots(figsize=(11, max(3.0, 1.2 + 0.45 * len(ranks))))
-    for job, rank, start, end, stolen in zip(
-        chunks["job"], chunks["rank"], chunks["started"], chunks["ended"], chunks["stolen"]
-    ):
-        edge = "#d62728" if stolen else "white"
-        ax.barh(
-            ranks.index(int(rank)),
-            end - start,
-            left=start,
-            height=0.8,
-            color=colours(int(job) % 10),
-            edgecolor=edge,
-            linewidth=1.2 if stolen else 0.4,
+    row = {rank: i for i, rank in enumerate(ranks)}
+    rows = np.array([row[int(r)] for r in chunks["rank"]], dtype=float)
+    jobs = np.asarray(chunks["job"], dtype=int)
+    start = np.asarray(chunks["started"], dtype=float)
+    end = np.asarray(chunks["ended"], dtype=float)
+    span = max(float(end.max() - start.min()), 1e-9)
+    end = np.maximum(end, start + span * MIN_CHUNK_SHARE)
+    low, high = rows - 0.4, rows + 0.4
+    corners = [(start, low), (start, high), (end, high), (end, low)]
+    boxes = np.stack([np.stack(corner, axis=1) for corner in corners], axis=1)
+    fig, ax = plt.subplots(figsize=(11, max(3.0, 1.2 + 0.45 * len(ranks))), layout="constrained")
+    # Not antialiased: each chunk keeps its job's full colour, with no pale edge
+    colours = [JOB_COLOURS[job % len(JOB_COLOURS)] for job in jobs]
+    ax.add_collection(PolyCollection(boxes, facecolors=colours, linewidths=0, antialiased=False))
+    stolen = np.asarray(chunks["stolen"], dtype=bool)
+    if stolen.any():
+        ax.add_collection(
+            PolyCollection(boxes[stolen], facecolors="none", edgecolors="black", hatch="////", linewidths=0.6)
         )
+    ax.set_xlim(start.min() - span * 0.01, end.max() + span * 0.01)
+    ax.set_ylim(len(ranks) - 0.5, -0.5)
     ax.set_yticks(range(len(ranks)), [f"rank {r}" for r in ranks])
-    ax.invert_yaxis()
     ax.set_xlabel("seconds since the run started")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=colours(i % 10)) for i in range(len(names))]
-    handles.append(plt.Rectangle((0, 0), 1, 1, facecolor="white", edgecolor="#d62728"))
-    ax.legend(handles, [*names, "stolen"], loc="upper right", fontsize="small", ncol=min(4, len(names) + 1))
     ax.set_title("chunks per rank over time")
-    _save(fig, path, figures)
+    names = results.names
+    handles = [Patch(facecolor=JOB_COLOURS[i % len(JOB_COLOURS)]) for i in range(len(names))]
+    handles.append(Patch(facecolor="white", edgecolor="black", hatch="////"))
+    fig.legend(handles, [*names, "stolen"], loc="outside right upper", fontsize="small")
+    return fig
 
 
 def throughput_figure(results: Results, path: Path, figures: list[Path]) -> None:
@@ -142,28 +170,42 @@ def throughput_figure(results: Results, path: Path, figures: list[Path]) -> None
 
 
 def tree_figure(job: JobResults, path: Path, figures: list[Path]) -> None:
-    """Thread paths that reached 1, drawn from 1 outwards: shared tails merge into the Collatz tree."""
+    """Thread paths that reached 1, drawn from 1 outwards: shared tails merge into the Collatz tree.
+
+    A value's place depends only on its path to 1, so each edge is drawn once,
+    fully opaque, as wide as the log of the threads through it: a lone thread
+    stays as visible as the trunk, which stands out by its width.
+    """
     count = min(job.summary["thread_count"], TREE_THREADS)
     depth, paths = job.group["depth"][:count], job.array("paths", 0, count)
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 8))
+    from matplotlib.collections import LineCollection
+
     # Turn one way after an even value, the other way after an odd one
     even_turn, odd_turn = 0.15, -0.3
+    edges: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {}
+    through: dict[int, int] = {}
     drawn = 0
     for row, steps in zip(paths, depth):
         values = [int(v) for v in row[: int(steps) + 1]]
         if values[-1] != 1 or len(values) < 2:
             continue
-        angle, x, y = math.pi / 2, [0.0], [0.0]
+        angle, x, y = math.pi / 2, 0.0, 0.0
         for value in reversed(values[:-1]):
             angle += even_turn if value % 2 == 0 else odd_turn
-            x.append(x[-1] + math.cos(angle))
-            y.append(y[-1] + math.sin(angle))
-        ax.plot(x, y, color="#2f6b3a", alpha=0.25, linewidth=0.7)
+            nx, ny = x + math.cos(angle), y + math.sin(angle)
+            edges.setdefault(value, ((x, y), (nx, ny)))
+            through[value] = through.get(value, 0) + 1
+            x, y = nx, ny
         drawn += 1
     if drawn == 0:
-        plt.close(fig)
         return
+    fig, ax = plt.subplots(figsize=(8, 8))
+    widths = [1.0 + 0.5 * math.log2(through[value]) for value in edges]
+    ax.add_collection(
+        LineCollection(list(edges.values()), linewidths=widths, colors=TREE_COLOUR, capstyle="round")
+    )
+    ax.autoscale_view()
     ax.set_aspect("equal")
     ax.axis("off")
     ax.set_title(f"{job.name}: {drawn:,} threads that reached 1, merged into the tree (root 1 at the origin)")
@@ -218,7 +260,8 @@ def _rank_lines(results: Results) -> str:
 def _html(output: Path, text: str, figures: list[Path]) -> str:
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>hpcthreads report: {html.escape(output.name)}</title>",
-        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}img{max-width:100%}</style>",
+        "<style>body{font-family:sans-serif;max-width:70em;margin:2em auto}img{max-width:100%}"
+        "pre{overflow-x:auto}</style>",
         f"<h1>{html.escape(str(output))}</h1><pre>{html.escape(text)}</pre>",
     ]
     for figure in figures:
