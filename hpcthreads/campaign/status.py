@@ -14,6 +14,7 @@ from typing import Any
 
 from hpcthreads.campaign.lease import newest_leases, server_now
 from hpcthreads.campaign.store import Campaign
+from hpcthreads.runtime.monitor import escape_label
 
 log = logging.getLogger("hpcthreads")
 
@@ -163,7 +164,7 @@ def _duration(seconds: float) -> str:
 def render_metrics(status: dict[str, Any]) -> str:
     """Prometheus text format: the campaign's units by state, items, rate and active holders."""
     name = Path(status["campaign"]).name
-    label = f'campaign="{name}"'
+    label = f'campaign="{escape_label(name)}"'
     out: list[str] = []
 
     def metric(metric_name: str, text: str, rows: list[tuple[str, float]]) -> None:
@@ -171,7 +172,7 @@ def render_metrics(status: dict[str, Any]) -> str:
         out.append(f"# TYPE hpcthreads_campaign_{metric_name} gauge")
         out.extend(f"hpcthreads_campaign_{metric_name}{{{labels}}} {value:.17g}" for labels, value in rows)
 
-    by_state = [(f'{label},state="{s}"', status["units"][s]) for s in STATES]
+    by_state = [(f'{label},state="{escape_label(s)}"', status["units"][s]) for s in STATES]
     metric("units", "Units of the campaign by state.", by_state)
     metric(
         "units_remaining",
@@ -179,8 +180,12 @@ def render_metrics(status: dict[str, Any]) -> str:
         [(label, status["units"]["total"] - status["units"]["done"])],
     )
     jobs = status["jobs"]
-    metric("items", "Items of each job.", [(f'{label},job="{j["name"]}"', j["items"]) for j in jobs])
-    done = [(f'{label},job="{j["name"]}"', j["items_done"]) for j in jobs]
+    metric(
+        "items",
+        "Items of each job.",
+        [(f'{label},job="{escape_label(j["name"])}"', j["items"]) for j in jobs],
+    )
+    done = [(f'{label},job="{escape_label(j["name"])}"', j["items_done"]) for j in jobs]
     metric("items_done", "Items of each job in finished units.", done)
     metric(
         "rate_items_per_second",

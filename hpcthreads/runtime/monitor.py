@@ -44,6 +44,19 @@ class Snapshot:
     state: str = "running"
 
 
+def escape_label(value: object) -> str:
+    """VALUE as the text between the quotes of a Prometheus label value.
+
+    The text format gives a backslash, a double quote and a line feed a
+    meaning inside a label value: unescaped, a job or campaign name could end
+    the value early, add samples of its own, or make node_exporter drop the
+    whole file. Text that UTF-8 cannot encode (a directory name's stray bytes)
+    becomes "?", since the file must be valid UTF-8.
+    """
+    text = str(value).encode("utf-8", "replace").decode("utf-8")
+    return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _duration(seconds: float) -> str:
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
@@ -155,20 +168,20 @@ class Metrics:
             "items_done",
             "gauge",
             "Items (start values or threads) finished, per job.",
-            [(f'{{job="{name}"}}', done) for name, done in snap.done.items()],
+            [(f'{{job="{escape_label(name)}"}}', done) for name, done in snap.done.items()],
         )
         metric(
             "items",
             "gauge",
             "Items (start values or threads) of each job.",
-            [(f'{{job="{name}"}}', total) for name, total in snap.total.items()],
+            [(f'{{job="{escape_label(name)}"}}', total) for name, total in snap.total.items()],
         )
         metric("rate_items_per_second", "gauge", "Items finished per second, recent average.", [("", rate)])
         metric(
             "rank_busy_fraction",
             "gauge",
             "Fraction of the run each worker rank spent computing.",
-            [(f'{{rank="{rank}"}}', busy) for rank, busy in sorted(snap.busy().items())],
+            [(f'{{rank="{escape_label(rank)}"}}', busy) for rank, busy in sorted(snap.busy().items())],
         )
         metric(
             "chunks_stolen_total",
@@ -187,7 +200,7 @@ class Metrics:
             "run_state",
             "gauge",
             "1 for the state the run is in.",
-            [(f'{{state="{state}"}}', float(state == snap.state)) for state in STATES],
+            [(f'{{state="{escape_label(state)}"}}', float(state == snap.state)) for state in STATES],
         )
         return "\n".join(out) + "\n"
 
