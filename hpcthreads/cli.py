@@ -15,7 +15,7 @@ from hpcthreads import __version__
 from hpcthreads.campaign.cli import campaign as campaign_group
 from hpcthreads.campaign.lease import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
 from hpcthreads.config import JOB_TYPES, RunConfig
-from hpcthreads.errors import ConfigError, HPCThreadsError
+from hpcthreads.errors import ConfigError, HPCThreadsError, message_of, shown
 from hpcthreads.runtime.topology import AUTO_MIN_RANKS
 from hpcthreads.shorthand import jobs_from, shorthand_options
 
@@ -32,9 +32,9 @@ class SecondsType(click.ParamType):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
+            self.fail(f"{shown(value)} is not a number", param, ctx)
         if not math.isfinite(number) or not self.low <= number <= self.high:
-            self.fail(f"{value!r} is not a number from {self.low:g} to {self.high:g}", param, ctx)
+            self.fail(f"{shown(value)} is not a number from {self.low:g} to {self.high:g}", param, ctx)
         return number
 
 
@@ -60,7 +60,7 @@ def _fail(exc: HPCThreadsError) -> None:
 
     # Every rank reaches the same verdict; one of them says it
     if launcher_rank() == 0:
-        click.echo(f"hpcthreads: error: {exc}", err=True)
+        click.echo(f"hpcthreads: error: {message_of(exc)}", err=True)
     sys.exit(exc.exit_code)
 
 

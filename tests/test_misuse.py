@@ -162,6 +162,27 @@ def test_job_file_mistakes_are_named(tmp_path, text, message):
     refused(cli("run", str(jobs), "-o", str(tmp_path / "x.h5")), message)
 
 
+def _nested_aliases(levels: int) -> str:
+    parts = ["&a0 [" + ", ".join(["lolololololol"] * 9) + "]"]
+    parts += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize("levels,message", [(6, "name must be text"), (7, "aliases expand to more than")])
+@pytest.mark.parametrize("command", ["run", "campaign"])
+def test_a_few_hundred_bytes_of_aliases_give_one_short_line(tmp_path, levels, message, command):
+    # 9**6 strings are quoted (cut short), 9**7 are refused before anything is built from them
+    jobs = tmp_path / "j.yaml"
+    jobs.write_text(f"jobs:\n  - name: {_nested_aliases(levels)}\n")
+    assert jobs.stat().st_size < 500
+    if command == "run":
+        proc = cli("run", str(jobs), "-o", str(tmp_path / "x.h5"))
+    else:
+        proc = cli("campaign", "create", str(tmp_path / "c"), str(jobs))
+    refused(proc, message)
+    assert len(proc.stderr) < 500 and proc.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "option,value",
     [
