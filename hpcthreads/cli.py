@@ -114,7 +114,9 @@ main.add_command(campaign_group)
     help="Log level (default: INFO on rank 0, WARNING on other ranks).",
 )
 @click.option(
-    "--log-file", help="Log to this file instead of stderr; {rank}, {size} and {host} are replaced."
+    "--log-file",
+    help="Log to this file instead of stderr; {rank}, {size} and {host} are replaced (a format spec "
+    "such as {rank:04d} is allowed; {{ and }} stand for braces).",
 )
 @click.option(
     "--heartbeat-timeout",
@@ -272,10 +274,13 @@ def run(
         _check_target(ctx, target, campaign_dir, name, shorthand)
         from hpcthreads.backends.simulated import parse_slow
         from hpcthreads.runtime.devices import parse_policy
+        from hpcthreads.runtime.mpiutil import parse_log_file
         from hpcthreads.runtime.topology import parse_groups
 
         parse_policy(device)
         parse_groups(groups)
+        if log_file:
+            parse_log_file(log_file)
         if backend == "simulated":
             parse_slow(simulated_slow)
         jobs, source = jobs_from(target, name, shorthand) if target is not None else ((), "")

@@ -205,6 +205,18 @@ def test_info_refuses_a_negative_rank_count():
     assert proc.returncode == 2 and "--ranks" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("pattern", ["run-{job}.log", "run-{.log", "run-}.log", "run-{0}.log", "run-{}.log"])
+@pytest.mark.parametrize("campaign", [False, True])
+def test_a_log_file_pattern_that_cannot_be_filled_is_refused_before_anything_starts(
+    tmp_path, pattern, campaign
+):
+    args = ["--campaign", str(tmp_path / "c")] if campaign else ["collatz", "--count", "10", "-o", "x.h5"]
+    proc = cli("run", *args, "--log-file", str(tmp_path / pattern), cwd=tmp_path)
+    refused(proc, "--log-file", "the placeholders are {rank}, {size} and {host}")
+    assert proc.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
 # Damaged ledgers
 
 
