@@ -272,6 +272,7 @@ def run(
 
     try:
         _check_target(ctx, target, campaign_dir, name, shorthand)
+        _check_combinations(ctx, backend, quiet)
         from hpcthreads.backends.simulated import parse_slow
         from hpcthreads.runtime.devices import parse_policy
         from hpcthreads.runtime.mpiutil import parse_log_file
@@ -350,6 +351,20 @@ def _check_target(
     for option in ("output", "resume", "force"):
         if ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
             raise ConfigError(f"--{option} does not apply to --campaign: each unit's part is in DIR/parts")
+
+
+def _check_combinations(ctx: click.Context, backend: str, quiet: bool) -> None:
+    """Options given with another that makes them do nothing (RunConfig checks the values that clash)."""
+    from click.core import ParameterSource
+
+    def given(option: str) -> bool:
+        return ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE
+
+    for option in ("simulated_rate", "simulated_slow"):
+        if given(option) and backend != "simulated":
+            raise ConfigError(f"--{option.replace('_', '-')} is for --backend simulated (not {backend})")
+    if quiet and given("progress_interval"):
+        raise ConfigError("--progress-interval does nothing with --quiet (no progress is shown); give one")
 
 
 @main.command()

@@ -219,6 +219,21 @@ class RunConfig:
     simulated_rate: float = 1e9
     simulated_slow: str = ""
 
+    def __post_init__(self) -> None:
+        # Settings that cannot work together are refused before any rank starts, not found out
+        # as a worker declared dead or an error that asks for the option already given
+        if self.heartbeat_interval is not None and 4 * self.heartbeat_interval > self.heartbeat_timeout:
+            raise ConfigError(
+                f"--heartbeat-interval {self.heartbeat_interval:g} s is more than a quarter of "
+                f"--heartbeat-timeout {self.heartbeat_timeout:g} s: a heartbeat late by a sub-batch or by "
+                "the coordinator's checks would get a busy worker declared dead"
+            )
+        if self.resume and self.force:
+            raise ConfigError(
+                "--resume and --force contradict each other: --resume finishes a stopped run, "
+                "--force starts it again; give one"
+            )
+
     def jobs_json(self) -> str:
         """The validated jobs, with defaults, as canonical JSON: what a resumed run must match."""
         return json.dumps({"jobs": [job.to_dict() for job in self.jobs]}, sort_keys=True)

@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from helpers import cli, kill_run
+from helpers import cli, kill_run, mpirun
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -197,6 +197,35 @@ def test_a_few_hundred_bytes_of_aliases_give_one_short_line(tmp_path, levels, me
 def test_intervals_must_be_positive_finite_seconds(tmp_path, option, value):
     proc = cli("run", "collatz", "--count", "10", "-o", str(tmp_path / "x.h5"), option, value)
     assert proc.returncode == 2 and option in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (["--heartbeat-interval", "200"], "--heartbeat-interval 200 s is more than a quarter of"),
+        (["--heartbeat-interval", "2", "--heartbeat-timeout", "5"], "--heartbeat-timeout 5 s"),
+        (["--resume", "--force"], "--resume and --force contradict each other"),
+        (["--simulated-rate", "1e6"], "--simulated-rate is for --backend simulated"),
+        (
+            ["--simulated-slow", "0.2:4", "--backend", "numba-cpu"],
+            "--simulated-slow is for --backend simulated",
+        ),
+        (["--quiet", "--progress-interval", "5"], "--progress-interval does nothing with --quiet"),
+    ],
+)
+def test_options_that_cannot_work_together_are_refused_before_anything_starts(tmp_path, options, message):
+    proc = cli("run", "collatz", "--count", "10", "-o", str(tmp_path / "x.h5"), *options)
+    refused(proc, message)
+    assert proc.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_heartbeat_longer_than_its_timeout_is_refused_on_every_rank_in_one_line(tmp_path):
+    out = tmp_path / "x.h5"
+    args = "--heartbeat-interval", "10", "--heartbeat-timeout", "1"
+    proc = mpirun(2, "run", "collatz", "--count", "1e6", "-o", str(out), *args, timeout=120)
+    refused(proc, "--heartbeat-interval 10 s is more than a quarter of --heartbeat-timeout 1 s")
+    assert proc.stderr.count("\n") == 1 and "probably died" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
 
 
