@@ -15,7 +15,7 @@ from hpcthreads import __version__
 from hpcthreads.campaign.cli import campaign as campaign_group
 from hpcthreads.campaign.lease import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
 from hpcthreads.config import JOB_TYPES, RunConfig
-from hpcthreads.errors import ConfigError, HPCThreadsError
+from hpcthreads.errors import ConfigError, HPCThreadsError, message_of, shown
 from hpcthreads.runtime.topology import AUTO_MIN_RANKS
 from hpcthreads.shorthand import jobs_from, shorthand_options
 
@@ -32,9 +32,9 @@ class SecondsType(click.ParamType):
         try:
             number = float(value)
         except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
+            self.fail(f"{shown(value)} is not a number", param, ctx)
         if not math.isfinite(number) or not self.low <= number <= self.high:
-            self.fail(f"{value!r} is not a number from {self.low:g} to {self.high:g}", param, ctx)
+            self.fail(f"{shown(value)} is not a number from {self.low:g} to {self.high:g}", param, ctx)
         return number
 
 
@@ -60,7 +60,7 @@ def _fail(exc: HPCThreadsError) -> None:
 
     # Every rank reaches the same verdict; one of them says it
     if launcher_rank() == 0:
-        click.echo(f"hpcthreads: error: {exc}", err=True)
+        click.echo(f"hpcthreads: error: {message_of(exc)}", err=True)
     sys.exit(exc.exit_code)
 
 
@@ -114,7 +114,9 @@ main.add_command(campaign_group)
     help="Log level (default: INFO on rank 0, WARNING on other ranks).",
 )
 @click.option(
-    "--log-file", help="Log to this file instead of stderr; {rank}, {size} and {host} are replaced."
+    "--log-file",
+    help="Log to this file instead of stderr; {rank}, {size} and {host} are replaced (a format spec "
+    "such as {rank:04d} is allowed; {{ and }} stand for braces).",
 )
 @click.option(
     "--heartbeat-timeout",
@@ -270,12 +272,16 @@ def run(
 
     try:
         _check_target(ctx, target, campaign_dir, name, shorthand)
+        _check_combinations(ctx, backend, quiet)
         from hpcthreads.backends.simulated import parse_slow
         from hpcthreads.runtime.devices import parse_policy
+        from hpcthreads.runtime.mpiutil import parse_log_file
         from hpcthreads.runtime.topology import parse_groups
 
         parse_policy(device)
         parse_groups(groups)
+        if log_file:
+            parse_log_file(log_file)
         if backend == "simulated":
             parse_slow(simulated_slow)
         jobs, source = jobs_from(target, name, shorthand) if target is not None else ((), "")
@@ -345,6 +351,20 @@ def _check_target(
     for option in ("output", "resume", "force"):
         if ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE:
             raise ConfigError(f"--{option} does not apply to --campaign: each unit's part is in DIR/parts")
+
+
+def _check_combinations(ctx: click.Context, backend: str, quiet: bool) -> None:
+    """Options given with another that makes them do nothing (RunConfig checks the values that clash)."""
+    from click.core import ParameterSource
+
+    def given(option: str) -> bool:
+        return ctx.get_parameter_source(option) == ParameterSource.COMMANDLINE
+
+    for option in ("simulated_rate", "simulated_slow"):
+        if given(option) and backend != "simulated":
+            raise ConfigError(f"--{option.replace('_', '-')} is for --backend simulated (not {backend})")
+    if quiet and given("progress_interval"):
+        raise ConfigError("--progress-interval does nothing with --quiet (no progress is shown); give one")
 
 
 @main.command()

@@ -14,7 +14,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from hpcthreads.errors import ConfigError
+from hpcthreads.errors import ConfigError, shown
 
 JOB_TYPES = ("collatz", "verify", "thread")
 PRIORITIES = ("high", "normal", "low")
@@ -84,6 +84,10 @@ MAX_DEPTH = 2**21 - 1
 # Job names: they name HDF5 groups and exported files
 MAX_NAME = 100
 NAME_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_NAME - 1}}}"
+# Values a YAML job file may hold once every alias is written out: tens of thousands of jobs. A
+# few hundred bytes of nested aliases stand for billions of values, and every walk over them
+# (validation, an error's quotation) would take that long
+MAX_YAML_VALUES = 1_000_000
 _SCI = re.compile(r"(?<![\w.])(\d+(?:\.\d*)?[eE][+-]?\d+)")
 
 
@@ -94,7 +98,7 @@ def parse_int(value: Any, what: str) -> int:
     that is not an exact integer is refused with a message naming `what`.
     """
     if isinstance(value, bool):
-        raise ConfigError(f"{what}: expected an integer, got {value!r}")
+        raise ConfigError(f"{what}: expected an integer, got {shown(value)}")
     if isinstance(value, int):
         return _bounded(value, str(value)[:20] + "...", what)
     if isinstance(value, float):
@@ -102,14 +106,14 @@ def parse_int(value: Any, what: str) -> int:
             return int(value)
         raise ConfigError(f"{what}: {value!r} is not an exact integer; write it as a string")
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{what}: expected an integer, got {value!r}")
+        raise ConfigError(f"{what}: expected an integer, got {shown(value)}")
     if len(value) > MAX_NUMBER_TEXT:
         raise ConfigError(f"{what}: {len(value)} characters is too long for a number")
     text = _SCI.sub(lambda m: _exact_sci(m.group(1), what), value.strip().replace("^", "**"))
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
-        raise ConfigError(f"{what}: cannot read {value!r} as an integer") from None
+        raise ConfigError(f"{what}: cannot read {shown(value)} as an integer") from None
     return _eval_int(tree.body, value, what)
 
 
@@ -226,6 +230,21 @@ class RunConfig:
     simulated_rate: float = 1e9
     simulated_slow: str = ""
 
+    def __post_init__(self) -> None:
+        # Settings that cannot work together are refused before any rank starts, not found out
+        # as a worker declared dead or an error that asks for the option already given
+        if self.heartbeat_interval is not None and 4 * self.heartbeat_interval > self.heartbeat_timeout:
+            raise ConfigError(
+                f"--heartbeat-interval {self.heartbeat_interval:g} s is more than a quarter of "
+                f"--heartbeat-timeout {self.heartbeat_timeout:g} s: a heartbeat late by a sub-batch or by "
+                "the coordinator's checks would get a busy worker declared dead"
+            )
+        if self.resume and self.force:
+            raise ConfigError(
+                "--resume and --force contradict each other: --resume finishes a stopped run, "
+                "--force starts it again; give one"
+            )
+
     def jobs_json(self) -> str:
         """The validated jobs, with defaults, as canonical JSON: what a resumed run must match."""
         return json.dumps({"jobs": [job.to_dict() for job in self.jobs]}, sort_keys=True)
@@ -236,28 +255,30 @@ def make_job(entry: Any, index: int) -> Job:
     if not isinstance(entry, dict):
         raise ConfigError(f"job #{index + 1}: expected a mapping, got {type(entry).__name__}")
     name = entry.get("name", f"job{index + 1}")
-    label = f"job {name!r}"
+    label = f"job {shown(name)}"
     if not isinstance(name, str):
-        raise ConfigError(f"job #{index + 1}: name must be text; quote it (name: '{name}')")
+        raise ConfigError(f"job #{index + 1}: name must be text; quote it (name: '{shown(name)}')")
     if not re.fullmatch(NAME_PATTERN, name):
         raise ConfigError(
-            f"job #{index + 1}: name {name!r}: up to {MAX_NAME} letters, digits, '_', '-' or '.', "
+            f"job #{index + 1}: name {shown(name)}: up to {MAX_NAME} letters, digits, '_', '-' or '.', "
             "starting with a letter or digit"
         )
-    unknown = sorted(set(entry) - JOB_KEYS)
+    unknown = sorted(set(entry) - JOB_KEYS, key=str)
     if unknown:
-        raise ConfigError(f"{label}: unknown key {unknown[0]!r} (allowed: {', '.join(sorted(JOB_KEYS))})")
+        raise ConfigError(
+            f"{label}: unknown key {shown(unknown[0])} (allowed: {', '.join(sorted(JOB_KEYS))})"
+        )
     jtype = entry.get("type")
     if jtype is None:
         raise ConfigError(f"{label}: type is missing (one of {', '.join(JOB_TYPES)})")
     if jtype not in JOB_TYPES:
-        raise ConfigError(f"{label}: type: unknown job type {jtype!r} (one of {', '.join(JOB_TYPES)})")
+        raise ConfigError(f"{label}: type: unknown job type {shown(jtype)} (one of {', '.join(JOB_TYPES)})")
     priority = entry.get("priority", "normal")
     if priority not in PRIORITIES:
-        raise ConfigError(f"{label}: priority: {priority!r} is not one of {', '.join(PRIORITIES)}")
+        raise ConfigError(f"{label}: priority: {shown(priority)} is not one of {', '.join(PRIORITIES)}")
     gpu = entry.get("gpu_preferred", False)
     if not isinstance(gpu, bool):
-        raise ConfigError(f"{label}: gpu_preferred: expected true or false, got {gpu!r}")
+        raise ConfigError(f"{label}: gpu_preferred: expected true or false, got {shown(gpu)}")
     raw = entry.get("parameters", {})
     if not isinstance(raw, dict):
         raise ConfigError(f"{label}: parameters: expected a mapping")
@@ -267,10 +288,11 @@ def make_job(entry: Any, index: int) -> Job:
 
 def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, Any]:
     spec = PARAMETERS[jtype]
-    unknown = sorted(set(raw) - set(spec))
+    unknown = sorted(set(raw) - set(spec), key=str)
     if unknown:
         raise ConfigError(
-            f"{label}: parameters: unknown key {unknown[0]!r} for type {jtype} (allowed: {', '.join(spec)})"
+            f"{label}: parameters: unknown key {shown(unknown[0])} for type {jtype} "
+            f"(allowed: {', '.join(spec)})"
         )
     params: dict[str, Any] = {}
     for key, (required, default, minimum) in spec.items():
@@ -284,7 +306,7 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
             continue
         if key == "store":
             if raw[key] not in STORE_MODES:
-                raise ConfigError(f"{label}: store: {raw[key]!r} is not one of {', '.join(STORE_MODES)}")
+                raise ConfigError(f"{label}: store: {shown(raw[key])} is not one of {', '.join(STORE_MODES)}")
             params[key] = raw[key]
             continue
         value = parse_int(raw[key], f"{label}: {key}")
@@ -344,9 +366,9 @@ def make_jobs(document: Any) -> tuple[Job, ...]:
     """Validate a whole job document: `{"jobs": [...]}`."""
     if not isinstance(document, dict) or "jobs" not in document:
         raise ConfigError("job file: expected a mapping with a 'jobs' list")
-    unknown = sorted(set(document) - {"jobs"})
+    unknown = sorted(set(document) - {"jobs"}, key=str)
     if unknown:
-        raise ConfigError(f"job file: unknown top-level key {unknown[0]!r} (only 'jobs')")
+        raise ConfigError(f"job file: unknown top-level key {shown(unknown[0])} (only 'jobs')")
     entries = document["jobs"]
     if not isinstance(entries, list):
         raise ConfigError("job file: 'jobs' must be a list")
@@ -391,6 +413,10 @@ def parse_job_text(text: str, origin: str = "job file") -> tuple[Job, ...]:
         raise ConfigError(f"{origin}: not valid YAML ({where}{exc.problem or exc.context})") from None
     except ValueError:
         raise ConfigError(f"{origin}: a number in it has more than {MAX_DIGITS} digits") from None
+    except RecursionError:
+        raise ConfigError(f"{origin}: lists or mappings nested too deeply") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc}") from None
     except yaml.YAMLError as exc:
         detail = str(exc).splitlines()[0]
         raise ConfigError(f"{origin}: not valid YAML ({detail})") from None
@@ -401,7 +427,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     mapping: dict[str, Any] = {}
     for key, value in pairs:
         if key in mapping:
-            raise json.JSONDecodeError(f"duplicate key {key!r}", "", 0)
+            raise json.JSONDecodeError(f"duplicate key {shown(key)}", "", 0)
         mapping[key] = value
     return mapping
 
@@ -411,15 +437,68 @@ def _strict_loader() -> type:
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
+        def get_single_data(self) -> Any:
+            # Aliases are counted out on the composed nodes, before any object is built from them
+            node = self.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node)
+            return self.construct_document(node)
+
         def construct_mapping(self, node: Any, deep: bool = False) -> dict:
             seen = set()
             for key_node, _ in node.value:
                 key = self.construct_object(key_node, deep=deep)
-                if key in seen:
+                try:
+                    repeated = key in seen
+                except TypeError:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                        None, None, "a key that is a list or mapping", key_node.start_mark
+                    ) from None
+                if repeated:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {shown(key)}", key_node.start_mark
                     )
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
     return StrictLoader
+
+
+def _check_expansion(root: Any) -> None:
+    """Refuse a YAML document whose aliases expand to more than MAX_YAML_VALUES values, or to itself.
+
+    Each distinct node is visited once (sizes are remembered), so the check
+    costs time linear in the text however far its aliases would expand.
+    """
+    sizes: dict[int, int] = {}
+    # Nodes whose children are being counted: meeting one again means an alias to an ancestor
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, counted = stack.pop()
+        children = _children(node)
+        if counted:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                line = node.start_mark.line + 1
+                raise ConfigError(f"its aliases expand to more than {MAX_YAML_VALUES:,} values (line {line})")
+        elif id(node) in open_nodes:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"an alias refers to a list or mapping that contains it (line {line})")
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+
+
+def _children(node: Any) -> list[Any]:
+    """The nodes a YAML node holds: a sequence's items, a mapping's keys and values."""
+    import yaml
+
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []

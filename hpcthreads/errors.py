@@ -1,4 +1,17 @@
-"""One exception family: every error a user can cause or fix."""
+"""One exception family: every error a user can cause or fix; and how inputs appear in its messages."""
+
+from __future__ import annotations
+
+import reprlib
+from typing import Any
+
+# The longest quotation of an input in a message: job files and results files can hold anything,
+# and a message is one line on a terminal
+MAX_SHOWN = 80
+# The longest message of a user error (exit status 2), whatever built it
+MAX_MESSAGE = 2000
+# Integers beyond this many bits are described, not written out (a 5000-digit number)
+MAX_SHOWN_BITS = 256
 
 
 class HPCThreadsError(Exception):
@@ -23,3 +36,50 @@ class JobFailedError(HPCThreadsError):
 
 class BackendError(HPCThreadsError):
     """A compute backend was asked for but cannot run here."""
+
+
+class _BoundedRepr(reprlib.Repr):
+    """A repr whose work and length are bounded, however large or deeply nested the value.
+
+    A value from a YAML file may share one list a billion times through
+    aliases: the plain repr would build all of it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdeque = 4
+        self.maxdict = 4
+        self.maxstring = MAX_SHOWN
+        self.maxother = MAX_SHOWN
+
+    def repr_int(self, x: int, level: int) -> str:
+        # Writing out a huge integer costs time quadratic in its digits, and Python refuses
+        # beyond 4300 of them
+        if abs(x).bit_length() > MAX_SHOWN_BITS:
+            return f"<an integer of {abs(x).bit_length():,} bits>"
+        return super().repr_int(x, level)
+
+
+_BOUNDED = _BoundedRepr()
+
+
+def shown(value: Any) -> str:
+    """VALUE as an error message quotes it: a repr of at most MAX_SHOWN characters, on one line."""
+    text = _BOUNDED.repr(value)
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
+def message_of(exc: HPCThreadsError) -> str:
+    """The text printed for EXC: a user error is one line of at most MAX_MESSAGE characters.
+
+    This bounds any message, including one that quotes an input without
+    `shown`; a failed job's message (exit 1) keeps the worker's report whole.
+    """
+    text = str(exc)
+    if exc.exit_code != 2:
+        return text
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    if len(text) > MAX_MESSAGE:
+        text = f"{text[: MAX_MESSAGE - 40]}... ({len(text) - MAX_MESSAGE + 40:,} characters cut)"
+    return text

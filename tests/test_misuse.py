@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from helpers import cli, kill_run
+from helpers import cli, kill_run, mpirun
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -162,6 +162,27 @@ def test_job_file_mistakes_are_named(tmp_path, text, message):
     refused(cli("run", str(jobs), "-o", str(tmp_path / "x.h5")), message)
 
 
+def _nested_aliases(levels: int) -> str:
+    parts = ["&a0 [" + ", ".join(["lolololololol"] * 9) + "]"]
+    parts += [f"&a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+@pytest.mark.parametrize("levels,message", [(6, "name must be text"), (7, "aliases expand to more than")])
+@pytest.mark.parametrize("command", ["run", "campaign"])
+def test_a_few_hundred_bytes_of_aliases_give_one_short_line(tmp_path, levels, message, command):
+    # 9**6 strings are quoted (cut short), 9**7 are refused before anything is built from them
+    jobs = tmp_path / "j.yaml"
+    jobs.write_text(f"jobs:\n  - name: {_nested_aliases(levels)}\n")
+    assert jobs.stat().st_size < 500
+    if command == "run":
+        proc = cli("run", str(jobs), "-o", str(tmp_path / "x.h5"))
+    else:
+        proc = cli("campaign", "create", str(tmp_path / "c"), str(jobs))
+    refused(proc, message)
+    assert len(proc.stderr) < 500 and proc.stderr.count("\n") == 1
+
+
 @pytest.mark.parametrize(
     "option,value",
     [
@@ -179,9 +200,50 @@ def test_intervals_must_be_positive_finite_seconds(tmp_path, option, value):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        (["--heartbeat-interval", "200"], "--heartbeat-interval 200 s is more than a quarter of"),
+        (["--heartbeat-interval", "2", "--heartbeat-timeout", "5"], "--heartbeat-timeout 5 s"),
+        (["--resume", "--force"], "--resume and --force contradict each other"),
+        (["--simulated-rate", "1e6"], "--simulated-rate is for --backend simulated"),
+        (
+            ["--simulated-slow", "0.2:4", "--backend", "numba-cpu"],
+            "--simulated-slow is for --backend simulated",
+        ),
+        (["--quiet", "--progress-interval", "5"], "--progress-interval does nothing with --quiet"),
+    ],
+)
+def test_options_that_cannot_work_together_are_refused_before_anything_starts(tmp_path, options, message):
+    proc = cli("run", "collatz", "--count", "10", "-o", str(tmp_path / "x.h5"), *options)
+    refused(proc, message)
+    assert proc.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_heartbeat_longer_than_its_timeout_is_refused_on_every_rank_in_one_line(tmp_path):
+    out = tmp_path / "x.h5"
+    args = "--heartbeat-interval", "10", "--heartbeat-timeout", "1"
+    proc = mpirun(2, "run", "collatz", "--count", "1e6", "-o", str(out), *args, timeout=120)
+    refused(proc, "--heartbeat-interval 10 s is more than a quarter of --heartbeat-timeout 1 s")
+    assert proc.stderr.count("\n") == 1 and "probably died" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_info_refuses_a_negative_rank_count():
     proc = cli("info", "--ranks", "-3")
     assert proc.returncode == 2 and "--ranks" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("pattern", ["run-{job}.log", "run-{.log", "run-}.log", "run-{0}.log", "run-{}.log"])
+@pytest.mark.parametrize("campaign", [False, True])
+def test_a_log_file_pattern_that_cannot_be_filled_is_refused_before_anything_starts(
+    tmp_path, pattern, campaign
+):
+    args = ["--campaign", str(tmp_path / "c")] if campaign else ["collatz", "--count", "10", "-o", "x.h5"]
+    proc = cli("run", *args, "--log-file", str(tmp_path / pattern), cwd=tmp_path)
+    refused(proc, "--log-file", "the placeholders are {rank}, {size} and {host}")
+    assert proc.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
 
 
 # Damaged ledgers

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from hpcthreads.campaign.store import DEFAULT_UNITS
-from hpcthreads.errors import HPCThreadsError
+from hpcthreads.errors import HPCThreadsError, message_of
 from hpcthreads.shorthand import jobs_from, shorthand_options
 
 # `campaign status` exit status when the campaign is not complete yet (0 when it is, 2 for bad input)
@@ -18,7 +18,7 @@ EXIT_INCOMPLETE = 1
 
 
 def _fail(exc: HPCThreadsError) -> None:
-    click.echo(f"hpcthreads: error: {exc}", err=True)
+    click.echo(f"hpcthreads: error: {message_of(exc)}", err=True)
     sys.exit(exc.exit_code)
 
 

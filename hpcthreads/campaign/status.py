@@ -181,8 +181,9 @@ def render_metrics(status: dict[str, Any]) -> str:
     )
     jobs = status["jobs"]
     # `hpc_job`: Prometheus sets `job` itself on every series it scrapes
-    metric("items", "Items of each job.", [(f'{label},hpc_job="{j["name"]}"', j["items"]) for j in jobs])
-    done = [(f'{label},hpc_job="{j["name"]}"', j["items_done"]) for j in jobs]
+    rows = [(f'{label},hpc_job="{label_value(j["name"])}"', j) for j in jobs]
+    metric("items", "Items of each job.", [(labels, j["items"]) for labels, j in rows])
+    done = [(labels, j["items_done"]) for labels, j in rows]
     metric("items_done", "Items of each job in finished units.", done)
     metric(
         "rate_items_per_second",

@@ -134,9 +134,20 @@ class Progress:
         self.drawn = len(lines)
 
 
-def label_value(text: str) -> str:
-    """`text` escaped for a label value of the Prometheus text format."""
+def escape_label(value: object) -> str:
+    """VALUE as the text between the quotes of a Prometheus label value.
+
+    The text format gives a backslash, a double quote and a line feed a
+    meaning inside a label value: unescaped, a job or campaign name could end
+    the value early, add samples of its own, or make node_exporter drop the
+    whole file. Text that UTF-8 cannot encode (a directory name's stray bytes)
+    becomes "?", since the file must be valid UTF-8.
+    """
+    text = str(value).encode("utf-8", "replace").decode("utf-8")
     return text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+label_value = escape_label
 
 
 def metrics_path(directory: Path, output: Path, host: str | None = None) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import sys
@@ -171,6 +172,44 @@ class RankFilter(logging.Filter):
         return True
 
 
+# What a --log-file pattern may name, with the kind of value each stands for
+LOG_FILE_FIELDS = {"rank": 0, "size": 1, "host": "host"}
+_LOG_FILE_HELP = "the placeholders are {rank}, {size} and {host}; write {{ or }} for a brace"
+
+
+def parse_log_file(pattern: str) -> None:
+    """Refuse a --log-file pattern that could not be filled in on every rank, naming the placeholders.
+
+    A field may carry a format spec (`{rank:04d}`); positional fields, other
+    names, attribute or index access, conversions and widths beyond two
+    digits (a line of a gigabyte) are refused before any rank starts.
+    """
+    from string import Formatter
+
+    from hpcthreads.errors import ConfigError, shown
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(f"--log-file {shown(pattern)}: {problem}; {_LOG_FILE_HELP}")
+
+    try:
+        fields = [
+            (name, spec, conv) for _, name, spec, conv in Formatter().parse(pattern) if name is not None
+        ]
+    except ValueError:
+        raise refuse("a brace without its pair") from None
+    for name, spec, conversion in fields:
+        if name == "" or name.isdigit():
+            raise refuse(f"{{{name}}} is a positional field")
+        if name not in LOG_FILE_FIELDS:
+            raise refuse(f"unknown placeholder {shown('{' + name + '}')}")
+        if conversion is not None or "{" in spec or any(len(w) > 2 for w in re.findall(r"\d+", spec)):
+            raise refuse(f"the placeholder {{{name}}} takes a short format spec only, such as {{rank:04d}}")
+        try:
+            format(LOG_FILE_FIELDS[name], spec)
+        except ValueError:
+            raise refuse(f"{shown(spec)} is not a format spec for {{{name}}}") from None
+
+
 def setup_logging(rank: int, size: int, level: str | None, log_file: str | None) -> None:
     """Every line carries rank/size and host; non-root ranks log warnings only by default."""
     logger = logging.getLogger("hpcthreads")
@@ -179,6 +218,8 @@ def setup_logging(rank: int, size: int, level: str | None, log_file: str | None)
     default = "INFO" if rank == 0 else "WARNING"
     logger.setLevel((level or default).upper())
     if log_file:
+        # The command line checked it already; a configuration built in Python gets the same verdict
+        parse_log_file(log_file)
         path = log_file.format(rank=rank, size=size, host=socket.gethostname())
         try:
             handler: logging.Handler = logging.FileHandler(path)
