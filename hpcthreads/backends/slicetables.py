@@ -68,6 +68,9 @@ def slice_tables(K: int, k2: int = DEFAULT_WALK_BITS) -> SliceTables:
 
         k1, e1, e2 = levels(K)
         res, packed, _, glide_max, exact_from = sieve_table(k1)
+        if int(exact_from) > 1 << K:
+            # workloads.slices relies on every dropped value of the body (n >= 2^K) dropping
+            raise AssertionError(f"the stored 2^{k1} sieve holds only from {int(exact_from)}, above 2^{K}")
         cs1 = np.zeros(k1 + 1, np.bool_)
         cs1[np.unique(packed >> np.uint64(56)).astype(np.int64)] = True
         kill1, ce1, de1, gm1 = steptables.build_sieve_extension(k1, e1, cs1)

@@ -29,7 +29,7 @@ from hpcthreads.config import MAX_SLICE_BITS, MIN_SLICE_BITS
 # Values A per residue that make the slice build a small part of the work
 MIN_VALUES_PER_RESIDUE = 256
 # A chunk keeps the best glide of each A: this bounds that array
-MAX_VALUES_PER_RESIDUE = 1 << 24
+MAX_VALUES_PER_RESIDUE = 1 << 20
 # The walk's first value 3^c A + T^K(B) must stay inside 128 bits, and A inside one word
 VALUE_BITS = 126
 # Below this many values a job is cut into contiguous ranges (the range kernel's sieve is as good)
