@@ -60,15 +60,22 @@ class VerifyWorkload(BaseWorkload):
         return self.predecessors_from if self.job.params["sieve_mod9"] else 0
 
     @property
-    def skip_below(self) -> int:
-        """Below here n = 3m + 2 and n = 9m + 4 have their predecessor below `verified_below`.
+    def skip_window(self) -> tuple[int, int]:
+        """(below, from): where the job is cut by residue, the 3^2 sieve skips n < below and n >= from.
 
-        Both predecessors are at most (8n - 5)/9 < verified_below when
-        n <= (9 verified_below + 4)/8. Used where the job is cut by residue
-        (see slice_plan); 0 when the 3^2 sieve is off.
+        n = 3m + 2 has its predecessor (2n - 1)/3 below `verified_below` (VB)
+        for n < (3 VB + 1)/2 and in the range for n >= (3S + 1)/2; n = 9m + 4
+        has (8n - 5)/9 below VB for n < (9 VB + 5)/8 and in the range for
+        n >= (9S + 5)/8. Between, each class has a gap; one window spans both
+        (no gap at all with VB = S, the default: every value of the two
+        classes is skipped).
         """
-        below = self.job.params["verified_below"]
-        return (9 * below + 4) // 8 + 1 if self.job.params["sieve_mod9"] else 0
+        below, start = self.job.params["verified_below"], self.job.start
+        gaps = [((3 * below + 2) // 2, (3 * start + 2) // 2), ((9 * below + 12) // 8, (9 * start + 12) // 8)]
+        gaps = [(lo, hi) for lo, hi in gaps if lo < hi]
+        if not gaps:
+            return 0, 0
+        return min(lo for lo, _ in gaps), max(hi for _, hi in gaps)
 
     @cached_property
     def layout(self) -> SliceLayout | None:
@@ -88,9 +95,10 @@ class VerifyWorkload(BaseWorkload):
         room = min(63, first.bit_length() - 1) - layout.K
         extra = max(0, min(self.sieve[1], MAX_SIEVE_EXTRA_BITS, room))
         mod9 = bool(self.job.params["sieve_mod9"])
+        below, since = self.skip_window
         return SlicePlan(
             layout.K, layout.body, self.max_steps, layout.floor, extra, mod9,
-            self.predecessors_from, self.skip_below, bool(self.job.params["sieve_join"]),
+            since, below, bool(self.job.params["sieve_join"]),
         )  # fmt: skip
 
     def prepare(self, backend: BaseBackend) -> None:

@@ -50,11 +50,19 @@ def kept_by_sieve(n: int, K: int, extra: int, join: bool) -> bool:
 
 
 def skipped_mod9(n: int, start: int, verified_below: int) -> bool:
-    """The 3^2 sieve's rule in a job cut by residue: n = 3m + 2 or 9m + 4 whose predecessor lies in the
-    range, or (with both classes' predecessors) below verified_below."""
+    """The 3^2 sieve's rule in a job cut by residue: n = 3m + 2 or 9m + 4 outside the window that spans
+    both classes' gaps, the values whose predecessor lies in [verified_below, start)."""
     if n % 9 not in (2, 4, 5, 8):
         return False
-    return n >= (3 * start + 2) // 2 or n <= (9 * verified_below + 4) // 8
+    gaps = [(-(-(3 * verified_below + 1) // 2), -(-(3 * start + 1) // 2))]  # (2n - 1)/3 in the gap
+    gaps.append((-(-(9 * verified_below + 5) // 8), -(-(9 * start + 5) // 8)))  # (8n - 5)/9 in the gap
+    gaps = [(lo, hi) for lo, hi in gaps if lo < hi]
+    skipped = not gaps or not min(lo for lo, _ in gaps) <= n < max(hi for _, hi in gaps)
+    if skipped:
+        # Sound: the predecessor is in the range or taken as verified
+        pred = (2 * n - 1) // 3 if n % 3 == 2 else (8 * n - 5) // 9
+        assert pred >= start or pred < verified_below
+    return skipped
 
 
 def run_job(cpu, params: dict, seed: int = 1):
