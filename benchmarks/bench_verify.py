@@ -44,20 +44,44 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "slice_ref.c"
-BINARY = HERE / "_build" / "slice_ref"
+# The C reference of the range kernel (the previous defaults) and of the slice kernel
+SOURCE = HERE / "verify_ref.c"
+BINARY = HERE / "_build" / "verify_ref"
+SLICE_SOURCE = HERE / "slice_ref.c"
+SLICE_BINARY = HERE / "_build" / "slice_ref"
+MASK64 = (1 << 64) - 1
 # (label, job start, job count): the job whose default layout each row measures
 JOBS = [("2^40", 2**40, 2**40), ("2^64", 9 * 2**61, 2**61), ("2^100", 2**100, 2**60)]
 # The range kernel over Barina's worker, side by side on this kind of machine
 RANGE_OVER_BARINA = {"2^40": 1.32, "2^64": 1.00, "2^100": 1.00}
 
 
-def compile_reference() -> None:
-    BINARY.parent.mkdir(exist_ok=True)
-    if not BINARY.exists() or BINARY.stat().st_mtime < SOURCE.stat().st_mtime:
+def compile_reference(source: Path = SOURCE, binary: Path = BINARY) -> None:
+    binary.parent.mkdir(exist_ok=True)
+    if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
         subprocess.run(
-            ["gcc", "-O3", "-march=native", "-Wall", "-Wextra", "-o", str(BINARY), str(SOURCE)], check=True
+            ["gcc", "-O3", "-march=native", "-Wall", "-Wextra", "-o", str(binary), str(source)], check=True
         )
+
+
+def run_c(start: int, count: int, bits: int, extra: int, mod9: int) -> tuple[tuple[int, int], float]:
+    """verify_ref.c (the range kernel in C) on [start, start + count): ((n, max glide), seconds)."""
+    args = [str(BINARY), str(start >> 64), str(start & MASK64), str(count), str(bits), str(extra), str(mod9)]
+    out = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+    return (int(out["max_glide"][0]), out["max_glide"][1]), float(out["seconds"])
+
+
+def run_numba(
+    backend, start: int, count: int, bits: int, extra: int, mod9: int
+) -> tuple[tuple[int, int], float]:
+    """The range kernel on [start, start + count) (mod9: as in a job from 1): ((n, max glide), seconds)."""
+    t0 = time.perf_counter()
+    raw = backend.verify_range(start, count, 100_000, bits, extra, mod9)
+    seconds = time.perf_counter() - t0
+    if len(raw.too_long) or len(raw.overflows):
+        sys.exit("unexpected unresolved or overflowing values")
+    off, _, glide = (int(x) for x in raw.glide_records[-1])
+    return (start + off, glide), seconds
 
 
 def slice_case(start: int, count: int, width: int, mod9: bool):
@@ -85,10 +109,11 @@ def run_slice(backend, plan, bfirst: int, blast: int, values: int) -> tuple[floa
     return seconds, raw.walked, max(g for _, g in raw.candidates)
 
 
-def run_c(plan, bfirst: int, blast: int, values: int) -> tuple[float, int, int]:
+def run_slice_c(plan, bfirst: int, blast: int, values: int) -> tuple[float, int, int | None]:
     a0 = plan.body[0]
     args = [plan.K, bfirst, blast - bfirst + 1, a0, values, plan.extra, 11, int(plan.mod9)]
-    out = json.loads(subprocess.run([str(BINARY), *map(str, args)], check=True, capture_output=True).stdout)
+    command = [str(SLICE_BINARY), *map(str, args)]
+    out = json.loads(subprocess.run(command, check=True, capture_output=True).stdout)
     # A value that leaves 2^120 there is left out of its maximum: no maximum to compare then
     glide = int(out["max_glide"][1]) if not out["overflows"] else None
     return float(out["seconds"]), int(out["walked"]), glide
@@ -103,7 +128,7 @@ def run_range(backend, start: int, count: int, mod9: bool) -> tuple[float, int]:
 def kernels(args: argparse.Namespace) -> None:
     from hpcthreads.backends import make_backend
 
-    compile_reference()
+    compile_reference(SLICE_SOURCE, SLICE_BINARY)
     backend = make_backend("numba-cpu")
     header = (
         f"{'at':>6} {'K+ex':>6} {'3^2':>4} {'slice int/s':>12} {'walked':>8}"
@@ -122,7 +147,7 @@ def kernels(args: argparse.Namespace) -> None:
             best = {"slice": float("inf"), "range": float("inf"), "C": float("inf")}
             for _ in range(args.repeat):
                 s_sec, s_walked, s_glide = run_slice(backend, plan, bfirst, blast, values)
-                c_sec, c_walked, c_glide = run_c(plan, bfirst, blast, values)
+                c_sec, c_walked, c_glide = run_slice_c(plan, bfirst, blast, values)
                 if s_walked != c_walked or c_glide not in (None, s_glide):
                     sys.exit(
                         f"MISMATCH at {label}: slice {s_walked} walked, glide {s_glide}; "
