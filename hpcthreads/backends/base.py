@@ -130,5 +130,8 @@ class BaseBackend:
             self.collatz_range(1, 2, True)
         if "verify" in types:
             self.verify_range(2**20, 2, 10, 4, 2)
+            # The slice kernel with a 2^9 sieve (the same compiled code as for any K)
+            plan = SlicePlan(9, (2**20, 0, 2**20 + 4, 0), 1000, 0, 2, True, 0, 0, True)
+            self.verify_slice(plan, 256, 0, 300, 4)
         if "thread" in types:
             self.thread_paths(1, 2, 2)
