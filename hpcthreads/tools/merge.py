@@ -27,8 +27,11 @@ from hpcthreads.tools.check import check_file
 from hpcthreads.workloads import make_workload
 from hpcthreads.workloads.base import ChunkOutput
 
-# Parameters that only shape the work, not its results: parts may differ in them
-WORK_SHAPE = {"start", "count", "thread_count", "batch_size"} | SPEED_ONLY_PARAMETERS
+# Parameters that only shape the work, not its results: parts may differ in them. A verify part
+# cut by residue takes what lies below its own start as verified (verified_below): merged, a value it
+# skipped for that is beaten by its predecessor in an earlier part
+WORK_SHAPE = {"start", "count", "thread_count", "batch_size", "sieve_slice_bits", "verified_below"}
+WORK_SHAPE |= SPEED_ONLY_PARAMETERS
 
 Piece = tuple[str, Job]
 # A merged job and its (part, job) pieces in order of start
@@ -70,6 +73,10 @@ def merged_job(pieces: Sequence[Piece]) -> tuple[Job, list[Piece]]:
     start = ordered[0][1]
     params = {**start.params, "start": start.start}
     params["thread_count" if start.type == "thread" else "count"] = sum(job.size for _, job in ordered)
+    if start.type == "verify":
+        # The union's assumption is its first part's; its cut, what a run of the union would take
+        params["verified_below"] = min(job.params["verified_below"] for _, job in ordered)
+        params["sieve_slice_bits"] = "auto"
     entry = {"name": start.name, "type": start.type, "priority": start.priority}
     entry.update(gpu_preferred=start.gpu_preferred, parameters=params)
     return make_job(entry, 0), ordered
