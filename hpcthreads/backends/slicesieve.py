@@ -42,6 +42,7 @@ from numba import njit
 
 from hpcthreads.backends import kernelcache
 from hpcthreads.backends.glidewalk import glide_rest
+from hpcthreads.backends.sieve import residue_index
 from hpcthreads.backends.wideops import (
     OK,
     ONE,
@@ -79,27 +80,6 @@ def walk_table(k2: int) -> np.ndarray:
         table[2 * r] = 3**c
         table[2 * r + 1] = d | ((k2 + c) << 32)
     return table
-
-
-@njit(inline="always")
-def walk_bound(nhi, nlo, vhi, vlo, steps, max_steps, table, k2, limit_hi):
-    """(exact, steps): steps after which v, `steps` steps after n, is below n, looked up k2 at a time.
-
-    exact False: the walk stopped short (the step bound, or v near 2^128) and
-    the caller walks again exactly. exact True: the glide is at most `steps`.
-    """
-    mask = (ONE << k2) - ONE
-    back = U64(64) - k2
-    while True:
-        if vhi >= limit_hi or steps >= max_steps:
-            return False, steps
-        r = vlo & mask
-        m = table[2 * r]
-        ds = table[2 * r + ONE]
-        vhi, vlo = mul_add(vhi >> k2, (vlo >> k2) | (vhi << back), m, ds & U64(0xFFFFFFFF))
-        steps += np.int64(ds >> U64(32))
-        if below(vhi, vlo, nhi, nlo):
-            return True, steps
 
 
 @njit(inline="always")
@@ -182,19 +162,6 @@ def walk_limit_hi(k2):
     for _ in range(k2):
         p *= THREE
     return ((~ZERO // p) << U64(k2)) >> ONE
-
-
-@njit(inline="always")
-def residue_index(sres, want):
-    """The index of the first survivor residue at or above `want` (a binary search)."""
-    lo, hi = 0, sres.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if sres[mid] < want:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 @njit(inline="always")
@@ -387,8 +354,10 @@ def lanes(
                 a_4, n4h, n4l, v4h, v4l, s4, f4 = a, nhi, nlo, vhi, vlo, s, f
         if f1 == IDLE and f2 == IDLE and f3 == IDLE and f4 == IDLE:
             return
-        # Lookups until some lane is done
-        while f1 == RUNNING and f2 == RUNNING and f3 == RUNNING and f4 == RUNNING:
+        # Lookups until some lane is done (while values are left to refill it), or all are
+        while (f1 == RUNNING and f2 == RUNNING and f3 == RUNNING and f4 == RUNNING) or (
+            i >= m and (f1 == RUNNING or f2 == RUNNING or f3 == RUNNING or f4 == RUNNING)
+        ):
             r1, r2, r3, r4 = v1l & mask, v2l & mask, v3l & mask, v4l & mask
             v1h, v1l, s1, f1 = lane_step(n1h, n1l, v1h, v1l, s1, f1, max_steps, limit_hi,
                                          table[2 * r1], table[2 * r1 + ONE], k2)  # fmt: skip
@@ -398,18 +367,6 @@ def lanes(
                                          table[2 * r3], table[2 * r3 + ONE], k2)  # fmt: skip
             v4h, v4l, s4, f4 = lane_step(n4h, n4l, v4h, v4l, s4, f4, max_steps, limit_hi,
                                          table[2 * r4], table[2 * r4 + ONE], k2)  # fmt: skip
-        if i >= m:
-            # No value left to refill with: the remaining lanes run to their ends
-            while f1 == RUNNING or f2 == RUNNING or f3 == RUNNING or f4 == RUNNING:
-                r1, r2, r3, r4 = v1l & mask, v2l & mask, v3l & mask, v4l & mask
-                v1h, v1l, s1, f1 = lane_step(n1h, n1l, v1h, v1l, s1, f1, max_steps, limit_hi,
-                                             table[2 * r1], table[2 * r1 + ONE], k2)  # fmt: skip
-                v2h, v2l, s2, f2 = lane_step(n2h, n2l, v2h, v2l, s2, f2, max_steps, limit_hi,
-                                             table[2 * r2], table[2 * r2 + ONE], k2)  # fmt: skip
-                v3h, v3l, s3, f3 = lane_step(n3h, n3l, v3h, v3l, s3, f3, max_steps, limit_hi,
-                                             table[2 * r3], table[2 * r3 + ONE], k2)  # fmt: skip
-                v4h, v4l, s4, f4 = lane_step(n4h, n4l, v4h, v4l, s4, f4, max_steps, limit_hi,
-                                             table[2 * r4], table[2 * r4 + ONE], k2)  # fmt: skip
 
 
 @njit(cache=True)
