@@ -38,6 +38,14 @@ MAX_SIEVE_EXTRA_BITS = 16
 MAX_SLICE_BITS = 51
 MIN_SLICE_BITS = 8
 SLICE_BATCH_SIZE = 1 << 32
+# Values A per residue that make the slice build a small part of the work
+MIN_VALUES_PER_RESIDUE = 256
+# A chunk keeps the best glide of each A: this bounds that array
+MAX_VALUES_PER_RESIDUE = 1 << 20
+# The walk's first value 3^c A + T^K(B) must stay inside 128 bits, and A inside one word
+VALUE_BITS = 126
+# Below this many values a job is cut into contiguous ranges (the range kernel's sieve is as good)
+MIN_SLICE_COUNT = 1 << 36
 
 # Parameters that change how fast a job runs, never its results: a resumed run or a merged
 # part may differ in them
@@ -341,8 +349,6 @@ def _check_parameters(jtype: str, raw: dict[str, Any], label: str) -> dict[str, 
 def _resolve_verify(params: dict[str, Any], label: str, batch_given: bool) -> None:
     """verified_below's default and bound; sieve_slice_bits "auto" made a number, so that the way
     the job is cut is recorded in its file and a resumed run cuts it the same way."""
-    from hpcthreads.workloads.slices import slice_bits, slice_bits_problem
-
     start, count = params["start"], params["count"]
     if params["verified_below"] is None:
         params["verified_below"] = start
@@ -502,3 +508,33 @@ def _children(node: Any) -> list[Any]:
     if isinstance(node, yaml.MappingNode):
         return [part for pair in node.value for part in pair]
     return []
+
+
+def slice_bits(start: int, count: int) -> int:
+    """K for a job of `count` values from `start`: about MIN_VALUES_PER_RESIDUE values A per residue,
+    at most MAX_SLICE_BITS, and small enough that 3^K A fits (0: contiguous ranges)."""
+    if count < MIN_SLICE_COUNT:
+        return 0
+    ideal = min(MAX_SLICE_BITS, (count // MIN_VALUES_PER_RESIDUE).bit_length() - 1)
+    # The nearest K that fits: smaller first (more values per residue), then larger ones
+    for K in [*range(ideal, MIN_SLICE_BITS - 1, -1), *range(ideal + 1, MAX_SLICE_BITS + 1)]:
+        if count >> K >= MIN_VALUES_PER_RESIDUE // 16 and not slice_bits_problem(start, count, K):
+            return K
+    return 0
+
+
+def slice_bits_problem(start: int, count: int, K: int) -> str:
+    """Why a job cannot be cut by residue mod 2^K ('' if it can; K = 0 is contiguous ranges)."""
+    if K == 0:
+        return ""
+    if not MIN_SLICE_BITS <= K <= MAX_SLICE_BITS:
+        return f"0 (contiguous ranges) or {MIN_SLICE_BITS}..{MAX_SLICE_BITS}"
+    top = (start + count).bit_length()
+    # 3^K A < 2^VALUE_BITS with A < 2^(top - K), and A in one word
+    if (3**K << (top - K)).bit_length() > VALUE_BITS or top - K > 63:
+        return f"3^K times n / 2^K must stay below 2^{VALUE_BITS} (use a smaller K or contiguous ranges: 0)"
+    if count >> K > MAX_VALUES_PER_RESIDUE:
+        return f"more than {MAX_VALUES_PER_RESIDUE:,} values per residue (use a larger K)"
+    if start < 1 << K:
+        return f"the job starts below 2^{K} (use a smaller K)"
+    return ""

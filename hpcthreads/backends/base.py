@@ -107,11 +107,8 @@ class BaseBackend:
 
     def verify_slice(self, plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
         """Verify a run of residues of a job cut by residue (workloads.slices): from the `ifirst`-th
-        value of residue `bfirst` to the `iend`-th (exclusive) of `blast`. The numba-cpu kernel serves
-        every backend that has none of its own."""
-        from hpcthreads.backends.numba_cpu import slice_kernel
-
-        return slice_kernel(plan, bfirst, ifirst, blast, iend)
+        value of residue `bfirst` to the `iend`-th (exclusive) of `blast`."""
+        raise NotImplementedError
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         raise NotImplementedError

@@ -24,7 +24,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hpcthreads.backends import gpuscan, sieveplan
-from hpcthreads.backends.base import BaseBackend, CollatzRaw, ThreadRaw, VerifyRaw, split_words
+from hpcthreads.backends.base import (
+    BaseBackend,
+    CollatzRaw,
+    SlicePlan,
+    SliceRaw,
+    ThreadRaw,
+    VerifyRaw,
+    split_words,
+)
 from hpcthreads.config import DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS, JOB_TYPES
 
 ST_OVERFLOW = 1
@@ -339,6 +347,12 @@ class BaseGPUBackend(BaseBackend):
         records = gpuscan.glide_records(segs, count, np.full(1, -1, np.int64), glide, status)
         lists = (np.flatnonzero(status == s).astype(np.uint64) for s in (ST_TOO_LONG, ST_OVERFLOW))
         return VerifyRaw(records, *lists, count)
+
+    def verify_slice(self, plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
+        """The numba-cpu slice kernel on this rank's CPU core (no GPU slice kernel here yet)."""
+        from hpcthreads.backends.numba_cpu import slice_kernel
+
+        return slice_kernel(plan, bfirst, ifirst, blast, iend)
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)

@@ -121,6 +121,9 @@ class NumbaCPUBackend(BaseBackend):
         )
         return VerifyRaw(*out[:3], int(out[3]))
 
+    def verify_slice(self, plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
+        return slice_kernel(plan, bfirst, ifirst, blast, iend)
+
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)
         # The kernel stores only nonzero words; large zeroed arrays come as untouched zero pages

@@ -12,10 +12,10 @@ import pytest
 import reference as ref
 
 from hpcthreads.backends import make_backend
-from hpcthreads.config import make_job
+from hpcthreads.config import make_job, slice_bits
 from hpcthreads.errors import ConfigError
 from hpcthreads.workloads import make_workload, records
-from hpcthreads.workloads.slices import SliceLayout, glide_bound, slice_bits
+from hpcthreads.workloads.slices import SliceLayout, glide_bound
 
 
 @pytest.fixture(scope="module")
