@@ -458,7 +458,8 @@ def merge(output: Path, inputs: tuple[Path, ...], force: bool) -> None:
     help="Folder for the figures (default: PATH's name with _report).",
 )
 @click.option("--html", "with_html", is_flag=True, help="Also write one self-contained HTML page.")
-def report(path: Path, folder: Path | None, with_html: bool) -> None:
+@click.option("--force", is_flag=True, help="Overwrite files of the same names in the folder.")
+def report(path: Path, folder: Path | None, with_html: bool, force: bool) -> None:
     """Summary, records and per-rank load of a results file, with PNG figures.
 
     Figures: delay histogram and records (collatz jobs), the merged tree of
@@ -469,7 +470,7 @@ def report(path: Path, folder: Path | None, with_html: bool) -> None:
 
     folder = folder or path.with_name(path.stem + "_report")
     try:
-        result = build_report(path, folder, with_html)
+        result = build_report(path, folder, with_html, force)
     except HPCThreadsError as exc:
         _fail(exc)
     click.echo(result.text)
