@@ -272,7 +272,7 @@ def run(
 
     try:
         _check_target(ctx, target, campaign_dir, name, shorthand)
-        _check_combinations(ctx, backend, quiet)
+        _check_combinations(ctx, backend)
         from hpcthreads.backends.simulated import parse_slow
         from hpcthreads.runtime.devices import parse_policy
         from hpcthreads.runtime.mpiutil import parse_log_file
@@ -353,7 +353,7 @@ def _check_target(
             raise ConfigError(f"--{option} does not apply to --campaign: each unit's part is in DIR/parts")
 
 
-def _check_combinations(ctx: click.Context, backend: str, quiet: bool) -> None:
+def _check_combinations(ctx: click.Context, backend: str) -> None:
     """Options given with another that makes them do nothing (RunConfig checks the values that clash)."""
     from click.core import ParameterSource
 
@@ -363,8 +363,6 @@ def _check_combinations(ctx: click.Context, backend: str, quiet: bool) -> None:
     for option in ("simulated_rate", "simulated_slow"):
         if given(option) and backend != "simulated":
             raise ConfigError(f"--{option.replace('_', '-')} is for --backend simulated (not {backend})")
-    if quiet and given("progress_interval"):
-        raise ConfigError("--progress-interval does nothing with --quiet (no progress is shown); give one")
 
 
 @main.command()

@@ -211,7 +211,6 @@ def test_intervals_must_be_positive_finite_seconds(tmp_path, option, value):
             ["--simulated-slow", "0.2:4", "--backend", "numba-cpu"],
             "--simulated-slow is for --backend simulated",
         ),
-        (["--quiet", "--progress-interval", "5"], "--progress-interval does nothing with --quiet"),
     ],
 )
 def test_options_that_cannot_work_together_are_refused_before_anything_starts(tmp_path, options, message):
