@@ -272,7 +272,7 @@ def run(
 
     try:
         _check_target(ctx, target, campaign_dir, name, shorthand)
-        _check_combinations(ctx, backend, quiet)
+        _check_combinations(ctx, backend)
         from hpcthreads.backends.simulated import parse_slow
         from hpcthreads.runtime.devices import parse_policy
         from hpcthreads.runtime.mpiutil import parse_log_file
@@ -353,7 +353,7 @@ def _check_target(
             raise ConfigError(f"--{option} does not apply to --campaign: each unit's part is in DIR/parts")
 
 
-def _check_combinations(ctx: click.Context, backend: str, quiet: bool) -> None:
+def _check_combinations(ctx: click.Context, backend: str) -> None:
     """Options given with another that makes them do nothing (RunConfig checks the values that clash)."""
     from click.core import ParameterSource
 
@@ -363,8 +363,6 @@ def _check_combinations(ctx: click.Context, backend: str, quiet: bool) -> None:
     for option in ("simulated_rate", "simulated_slow"):
         if given(option) and backend != "simulated":
             raise ConfigError(f"--{option.replace('_', '-')} is for --backend simulated (not {backend})")
-    if quiet and given("progress_interval"):
-        raise ConfigError("--progress-interval does nothing with --quiet (no progress is shown); give one")
 
 
 @main.command()
@@ -458,7 +456,8 @@ def merge(output: Path, inputs: tuple[Path, ...], force: bool) -> None:
     help="Folder for the figures (default: PATH's name with _report).",
 )
 @click.option("--html", "with_html", is_flag=True, help="Also write one self-contained HTML page.")
-def report(path: Path, folder: Path | None, with_html: bool) -> None:
+@click.option("--force", is_flag=True, help="Overwrite files of the same names in the folder.")
+def report(path: Path, folder: Path | None, with_html: bool, force: bool) -> None:
     """Summary, records and per-rank load of a results file, with PNG figures.
 
     Figures: delay histogram and records (collatz jobs), the merged tree of
@@ -469,7 +468,7 @@ def report(path: Path, folder: Path | None, with_html: bool) -> None:
 
     folder = folder or path.with_name(path.stem + "_report")
     try:
-        result = build_report(path, folder, with_html)
+        result = build_report(path, folder, with_html, force)
     except HPCThreadsError as exc:
         _fail(exc)
     click.echo(result.text)

@@ -211,7 +211,6 @@ def test_intervals_must_be_positive_finite_seconds(tmp_path, option, value):
             ["--simulated-slow", "0.2:4", "--backend", "numba-cpu"],
             "--simulated-slow is for --backend simulated",
         ),
-        (["--quiet", "--progress-interval", "5"], "--progress-interval does nothing with --quiet"),
     ],
 )
 def test_options_that_cannot_work_together_are_refused_before_anything_starts(tmp_path, options, message):
@@ -310,6 +309,70 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path, small_file, command)
     blocker.write_text("x")
     proc = cli(command[0], str(small_file), command[1], str(blocker / "sub"))
     refused(proc, "cannot")
+
+
+def test_a_report_never_overwrites_without_force_and_checks_before_drawing(tmp_path, small_file):
+    folder = tmp_path / "fig"
+    first = cli("report", str(small_file), "-o", str(folder), "--html", check=True)
+    figures = sorted(p.name for p in folder.iterdir())
+    assert "timeline.png" in figures and "report.html" in figures, first.stdout
+    # One file of a second report is there: nothing at all is written, the others not even drawn again
+    for path in folder.iterdir():
+        if path.name != "timeline.png":
+            path.unlink()
+    (folder / "timeline.png").write_bytes(b"mine")
+    refused(cli("report", str(small_file), "-o", str(folder), "--html"), "timeline.png' exists", "--force")
+    assert [p.name for p in folder.iterdir()] == ["timeline.png"]
+    assert (folder / "timeline.png").read_bytes() == b"mine"
+    cli("report", str(small_file), "-o", str(folder), "--html", "--force", check=True)
+    assert sorted(p.name for p in folder.iterdir()) == figures
+    assert (folder / "timeline.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_exporting_a_simulated_run_says_why_nothing_is_written(tmp_path):
+    sim = tmp_path / "sim.h5"
+    cli("run", "collatz", "--count", "1e5", "--backend", "simulated", "-o", str(sim), "--quiet", check=True)
+    proc = cli("export", str(sim), "--csv", str(tmp_path / "tables"))
+    refused(proc, "holds no results, so nothing is written", "--backend simulated")
+    assert not (tmp_path / "tables").exists() or not list((tmp_path / "tables").iterdir())
+
+
+def test_a_job_named_twice_is_exported_once(tmp_path, small_file):
+    once = cli("export", str(small_file), "--csv", str(tmp_path / "a"), "--job", "collatz", check=True)
+    proc = cli(
+        "export", str(small_file), "--csv", str(tmp_path / "b"), "--job", "collatz", "--job", "collatz"
+    )
+    assert proc.returncode == 0, proc.stderr
+    written = proc.stdout.splitlines()
+    assert len(written) == len(set(written)) == len(once.stdout.splitlines()) >= 4
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(
+        p.name for p in (tmp_path / "a").iterdir()
+    )
+
+
+@pytest.mark.parametrize(
+    "rules,problem",
+    [
+        ("kill:rank", "'rank' is not KEY=VALUE"),
+        ("kill:rank=x,after=1", "rank='x' is not an integer"),
+        ("explode:rank=1", "unknown action 'explode'"),
+        ("kill:rank=0,afterr=3", "kill takes rank, after, not 'afterr'"),
+        ("slow:factor=nan", "must be a finite number"),
+        ("slow:factor=2;fsize:", "fsize needs bytes=N"),
+    ],
+)
+def test_a_malformed_fault_injection_variable_is_one_line(tmp_path, rules, problem):
+    proc = cli(
+        "run",
+        "collatz",
+        "--count",
+        "1e3",
+        "-o",
+        str(tmp_path / "x.h5"),
+        env={"HPCTHREADS_TEST_FAULTS": rules},
+    )
+    refused(proc, "HPCTHREADS_TEST_FAULTS: rule", problem)
+    assert proc.stderr.count("\n") == 1 and list(tmp_path.iterdir()) == []
 
 
 def _fake_file(path, **attrs):

@@ -14,7 +14,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hpcthreads.runtime import devices
@@ -27,7 +27,7 @@ from hpcthreads.runtime.pacing import TARGET_SECONDS
 from hpcthreads.runtime.scheduling import Chunk, JobQueue, WorkerState
 from hpcthreads.runtime.usage import UsageSampler
 from hpcthreads.runtime.worker import ChunkRunner
-from hpcthreads.workloads.base import BaseWorkload, to_plain
+from hpcthreads.workloads.base import BaseWorkload, split_union, to_plain
 
 log = logging.getLogger("hpcthreads")
 
@@ -87,9 +87,15 @@ class Coordinator(BaseDispatcher):
         self.writer = writer
         self.monitor = monitor
         self.last_progress = wallclock()
-        self.summaries = {i: self._resumed_summary(w) for i, w in enumerate(workloads)}
+        # The running merge of each job, its union fields (unresolved values) kept apart in `grown`:
+        # merging and committing a chunk then cost what the chunk brings, not what came before
+        self.summaries: dict[int, Any] = {}
+        self.grown: dict[int, dict[str, list[int]]] = {}
+        for i, workload in enumerate(workloads):
+            self.summaries[i], self.grown[i] = split_union(self._resumed_summary(workload))
         if ledger is not None:
             ledger.summaries = self.plain_summaries
+            ledger.lean_summaries = lambda: self.plain_summaries(whole=False)
         self.outcome = Outcome()
         self.local_queue: deque[p.Task] = deque()
         self.interrupted: str | None = None
@@ -116,13 +122,27 @@ class Coordinator(BaseDispatcher):
         plain = self.ledger.state.summaries.get(workload.job.name) if self.ledger else None
         return workload.empty() if plain is None else workload.summary_from_plain(plain)
 
-    def plain_summaries(self) -> dict[str, dict[str, Any]]:
-        """The merged summary of every job with finished work, as the ledger's snapshot holds them."""
+    def plain_summaries(self, whole: bool = True) -> dict[str, dict[str, Any]]:
+        """The merged summary of every job with finished work, as the ledger's snapshot holds them.
+
+        Not `whole`: without the union fields, as a ledger commit writes them beside their new values.
+        """
         out = {}
         for index, workload in enumerate(self.workloads):
             if self.scheduler.jobs[index].done or workload.job.name in self.ledger.state.summaries:
-                out[workload.job.name] = to_plain(self.summaries[index])
+                plain = to_plain(self.whole_summary(index) if whole else self.summaries[index])
+                for name in () if whole else self.grown[index]:
+                    del plain[name]
+                out[workload.job.name] = plain
         return out
+
+    def whole_summary(self, index: int) -> Any:
+        """Job INDEX's merged summary with its union fields filled in: for snapshots and the job's end."""
+        grown = self.grown[index]
+        for name, values in grown.items():
+            # Kept sorted and unique: the next sort finds one long run and merges the new tail into it
+            grown[name] = sorted(set(values))
+        return replace(self.summaries[index], **{name: list(v) for name, v in grown.items()})
 
     # Main loop
 
@@ -253,11 +273,14 @@ class Coordinator(BaseDispatcher):
         workload = self.workloads[part.job]
         for output in part.outputs:
             self.writer.write_chunk(part.job, output)
-        self.summaries[part.job] = workload.merge(self.summaries[part.job], part.summary)
+        summary, added = split_union(part.summary)
+        self.summaries[part.job] = workload.merge(self.summaries[part.job], summary)
+        for name, values in added.items():
+            self.grown[part.job].setdefault(name, []).extend(values)
         for name, rows in part.extra.items():
             self.outcome.extra.setdefault(part.job, {}).setdefault(name, []).extend(rows)
         if self.ledger is not None:
-            self.ledger.append(workload.job.name, part.spans, part.ended, part.extra, part.digests)
+            self.ledger.append(workload.job.name, part.spans, part.ended, part.extra, part.digests, added)
 
     def job_given_up(self, job: int, message: str, dropped: list[Chunk]) -> None:
         self.outcome.failed.setdefault(job, message)
@@ -296,7 +319,7 @@ class Coordinator(BaseDispatcher):
     def _end_job(self, index: int) -> None:
         workload = self.workloads[index]
         wall = self.wallclock() - self.job_started.get(index, self.t0)
-        self.outcome.summaries[index] = workload.finish(self.summaries[index])
+        self.outcome.summaries[index] = workload.finish(self.whole_summary(index))
         self.outcome.job_wall[index] = wall
         log.info(
             "job %s (%s) complete: %d items in %.2f s",

@@ -25,6 +25,16 @@ from dataclasses import dataclass, field
 
 ENV = "HPCTHREADS_TEST_FAULTS"
 
+# Every action and the arguments it takes, with their types (`fsize` needs its `bytes`)
+ACTIONS: dict[str, dict[str, type]] = {
+    "slow": {"rank": int, "factor": float, "rate": float},
+    "raise": {"rank": int, "job": str, "times": int},
+    "kill": {"rank": int, "after": int},
+    "sleep": {"rank": int, "seconds": float},
+    "startup": {"rank": int, "seconds": float},
+    "fsize": {"bytes": int},
+}
+
 
 class InjectedFault(RuntimeError):
     """Raised by a `raise` rule."""
@@ -49,12 +59,12 @@ class Faults:
 
     @classmethod
     def from_env(cls) -> Faults:
-        rules = []
-        for text in filter(None, os.environ.get(ENV, "").split(";")):
-            action, _, rest = text.partition(":")
-            args = dict(item.split("=", 1) for item in filter(None, rest.split(",")))
-            rules.append(Rule(action.strip(), args))
-        return cls(rules)
+        """The rules of HPCTHREADS_TEST_FAULTS; ConfigError (one line) for one that cannot be read.
+
+        A rule with a misspelt action or argument would otherwise do nothing,
+        or something else, and a test relying on it would pass for nothing.
+        """
+        return cls([_rule(text) for text in filter(None, os.environ.get(ENV, "").split(";"))])
 
     def before_chunk(self, rank: int, job: str) -> None:
         self.chunks += 1
@@ -89,3 +99,37 @@ class Faults:
                     time.sleep(max(0.0, items / float(rule.args["rate"]) - seconds))
                 else:
                     time.sleep((float(rule.args.get("factor", 2)) - 1) * seconds)
+
+
+def _rule(text: str) -> Rule:
+    from hpcthreads.errors import ConfigError, shown
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError(
+            f"{ENV}: rule {shown(text)}: {problem} (rules are ACTION:KEY=VALUE,... separated by ';'; "
+            f"actions: {', '.join(ACTIONS)})"
+        )
+
+    action, _, rest = text.partition(":")
+    action = action.strip()
+    if action not in ACTIONS:
+        raise refuse(f"unknown action {shown(action)}")
+    args = {}
+    for item in filter(None, rest.split(",")):
+        key, equals, value = item.partition("=")
+        key = key.strip()
+        if not equals:
+            raise refuse(f"{shown(item)} is not KEY=VALUE")
+        if key not in ACTIONS[action]:
+            raise refuse(f"{action} takes {', '.join(ACTIONS[action])}, not {shown(key)}")
+        try:
+            number = ACTIONS[action][key](value)
+        except ValueError:
+            kind = {int: "an integer", float: "a number"}.get(ACTIONS[action][key], "text")
+            raise refuse(f"{key}={shown(value)} is not {kind}") from None
+        if isinstance(number, (int, float)) and not 0 <= number < float("inf"):
+            raise refuse(f"{key}={shown(value)} must be a finite number of at least 0")
+        args[key] = value
+    if action == "fsize" and "bytes" not in args:
+        raise refuse("fsize needs bytes=N")
+    return Rule(action, args)

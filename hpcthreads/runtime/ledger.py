@@ -9,7 +9,11 @@ moment, so the ledger lives beside the results file, written by rank 0 only:
   A commit writes one line per job with new work: the ranges finished since
   the previous commit (their data already written), side-table rows, and the
   job's summary merged over everything finished so far (`total`), which is
-  the coordinator's own running merge: nothing is encoded per chunk;
+  the coordinator's own running merge: nothing is encoded per chunk. The
+  summary's union fields (workloads.base.UNION_FIELDS: verify's unresolved
+  values, millions with a small step bound) are left out of `total`; the line
+  holds their values new since the previous commit (`added`) instead, so a
+  commit costs what it adds, never all the values so far;
 - `OUT.checkpoint`: a snapshot (the merged summaries and done ranges of all
   ledger lines up to `seq`), written to a temporary name, fsync'd and renamed
   every few seconds; the ledger is then emptied.
@@ -18,8 +22,10 @@ Loading takes the snapshot and replays the ledger lines after its `seq`; a
 torn last line (a kill during the write) is ignored, so its chunks are simply
 computed again. Nothing is lost and nothing is counted twice: a kill -9 of
 every rank loses at most the chunks of the group not yet committed, which
-`--resume` computes again. (Ledgers written by earlier versions, one line per
-chunk with that chunk's own `summary`, are replayed by merging.)
+`--resume` computes again. A union field is the snapshot's values with the
+`added` values of every later line. (Ledgers written by earlier versions, one
+line per chunk with that chunk's own `summary`, are replayed by merging; their
+lines' `total` holds the union fields whole.)
 """
 
 from __future__ import annotations
@@ -112,6 +118,8 @@ class _Pending:
     ended: float = 0.0
     extra: dict[str, list[list[int]]] = field(default_factory=dict)
     digests: list[tuple[int, int, int]] = field(default_factory=list)
+    # Values of the summary's union fields finished since the last commit (None: it has none)
+    added: dict[str, list[int]] | None = None
 
 
 @dataclass
@@ -178,6 +186,8 @@ def load(output: Path, merge: Any) -> LedgerState:
     state.summaries = dict(snapshot["summaries"])
     state.extra = dict(snapshot.get("extra", {}))
     state.stopped = snapshot.get("stopped", "")
+    # Per job, the union fields' values so far, from the lines that hold only their new values
+    grown: dict[str, dict[str, list[int]]] = {}
     if ledger_path.exists():
         with open(ledger_path, encoding="utf-8") as handle:
             for line in handle:
@@ -193,17 +203,31 @@ def load(output: Path, merge: Any) -> LedgerState:
                     continue
                 _apply(state, entry)
                 name = entry["job"]
+                if "added" in entry:
+                    _grow(grown.setdefault(name, {}), state.summaries.get(name, {}), entry["added"])
+                elif "total" in entry:
+                    grown.pop(name, None)  # a line of an earlier version: its total holds them whole
                 if "total" in entry:
                     state.summaries[name] = entry["total"]
                 else:
                     previous, summary = state.summaries.get(name), entry["summary"]
                     state.summaries[name] = summary if previous is None else merge(name, previous, summary)
+    for name, fields in grown.items():
+        state.summaries[name].update({key: sorted(set(values)) for key, values in fields.items()})
     for name, ranges in state.done.items():
         try:
             ranges.normalise()
         except ValueError as exc:
             raise ValueError(f"the ledger records work of job {name!r} twice ({exc})") from None
     return state
+
+
+def _grow(fields: dict[str, list[int]], before: dict[str, Any], added: dict[str, list[int]]) -> None:
+    """Add a line's new union-field values; the first such line starts from the whole set `before` it."""
+    for key, values in added.items():
+        if key not in fields:
+            fields[key] = list(before.get(key, []))
+        fields[key].extend(values)
 
 
 def entry_spans(entry: dict[str, Any]) -> list[list[int]]:
@@ -232,7 +256,9 @@ class LedgerWriter:
 
     `summaries()` gives the merged summary of every job with finished work
     (plain, as `to_plain` makes it): the coordinator points it at its own
-    running merge, which every commit and snapshot writes as it is.
+    running merge, which every snapshot writes as it is; `lean_summaries()`,
+    when set, gives them without their union fields, for commits (which write
+    those fields' new values, from `append`, instead).
     """
 
     def __init__(
@@ -250,6 +276,7 @@ class LedgerWriter:
         self.state = state
         self.interval = interval
         self.summaries = summaries
+        self.lean_summaries: Callable[[], dict[str, dict[str, Any]]] | None = None
         self.group_seconds = group_seconds
         self.group_entries = group_entries
         self.clock = clock
@@ -273,9 +300,11 @@ class LedgerWriter:
         ended: float,
         extra: dict[str, list] | None = None,
         digests: list[tuple[int, int, int]] | None = None,
+        added: dict[str, list[int]] | None = None,
     ) -> None:
         """Record finished ranges [(offset, count), ...] of `job`: their data must be written and their
-        summary merged into what `summaries()` returns. `digests` are their chunks' data digests."""
+        summary merged into what `summaries()` returns. `digests` are their chunks' data digests;
+        `added`, their summary's union-field values (workloads.base.split_union)."""
         if not self.pending:
             self.group_started = self.clock()
         pending = self.pending.setdefault(job, _Pending())
@@ -291,6 +320,11 @@ class LedgerWriter:
         if digests:
             pending.digests.extend(digests)
             self.state.digests.setdefault(job, []).extend(list(d) for d in digests)
+        if added:
+            if pending.added is None:
+                pending.added = {}
+            for key, values in added.items():
+                pending.added.setdefault(key, []).extend(values)
         self.state.updated = max(self.state.updated, ended)
         self.records += 1
         if self.records >= self.group_entries:
@@ -308,13 +342,18 @@ class LedgerWriter:
         """Write and fsync one line per job with work recorded since the last commit."""
         if not self.pending:
             return
-        totals = self.summaries() if self.summaries is not None else {}
+        totals_of = self.lean_summaries or self.summaries
+        totals = totals_of() if totals_of is not None else {}
         lines = []
         for job, pending in self.pending.items():
             self.state.seq += 1
             entry: dict[str, Any] = {"seq": self.state.seq, "job": job, "spans": pending.spans}
             entry["ended"] = pending.ended
             entry["total"] = totals.get(job, {})
+            if pending.added is not None:
+                # Only what is new: loading adds it to the union fields' values so far
+                entry["total"] = {k: v for k, v in entry["total"].items() if k not in pending.added}
+                entry["added"] = pending.added
             if pending.extra:
                 entry["extra"] = pending.extra
             if pending.digests:

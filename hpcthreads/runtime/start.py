@@ -89,11 +89,11 @@ def run(config: RunConfig, stop: Callable[[], str | None] | None = None) -> RunR
     policy = devices.parse_policy(config.device)
     early = devices.plan(policy, os.environ, devices.count_physical())
     levels = topology.parse_groups(config.groups)
+    faults = Faults.from_env()
     comm = init_mpi()
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, config.log_level, config.log_file)
     abort_on_exception(comm)
-    faults = Faults.from_env()
     faults.limit_files()
     plan, lock = _agree(comm, rank, size, config)
     if plan.complete:

@@ -85,11 +85,18 @@ def export(
     """Write every table of the chosen jobs as FOLDER/JOB-TABLE.csv or .parquet.
 
     Only complete jobs are exported (an unfinished job's unwritten rows would
-    read as data), and existing files are replaced only with `force`.
+    read as data), and existing files are replaced only with `force`. A job
+    named twice is exported once.
     """
     written = []
     with Results(output) as results:
-        chosen = [results[name] for name in jobs or results.names]
+        if "simulated" in results.attrs:
+            # Its workers computed nothing: the tables would be empty, and empty is not a result
+            raise ConfigError(
+                f"export: {str(output)!r} holds no results, so nothing is written: it is a run of "
+                "--backend simulated, whose workers compute nothing"
+            )
+        chosen = [results[name] for name in dict.fromkeys(jobs or results.names)]
         for job in chosen:
             state = job.summary["state"]
             if state != "complete":

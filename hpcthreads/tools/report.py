@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from hpcthreads.errors import OutputError
+from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.reader import read_results
 from hpcthreads.io.results import JobResults, Results
 from hpcthreads.tools.inspection import format_summary
@@ -212,33 +214,49 @@ def tree_figure(job: JobResults, path: Path, figures: list[Path]) -> None:
     _save(fig, path, figures)
 
 
-def build_report(output: Path, folder: Path, with_html: bool = False) -> Report:
-    """Write the figures of `output` into `folder`; return the summary text and the files."""
+def build_report(output: Path, folder: Path, with_html: bool = False, force: bool = False) -> Report:
+    """Write the figures of `output` into `folder`; return the summary text and the files.
+
+    A file of the same name already in `folder` is replaced only with `force`,
+    and checked for before anything is written, as `export` does.
+    """
     summary = read_results(output)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        return _build(output, folder, with_html, summary)
+        return _build(output, folder, with_html, summary, force)
     except OSError as exc:
         raise OutputError(f"cannot write the report into {str(folder)!r} ({exc.strerror or exc})") from None
 
 
-def _build(output: Path, folder: Path, with_html: bool, summary: dict) -> Report:
+def _build(output: Path, folder: Path, with_html: bool, summary: dict, force: bool) -> Report:
     figures: list[Path] = []
     with Results(output) as results:
-        for job in results:
-            if job.type == "collatz" and job.summary.get("max_delay"):
-                histogram_figure(job, folder / f"{job.name}-histogram.png", figures)
-                records_figure(job, folder / f"{job.name}-records.png", figures)
-            elif job.type == "thread" and "paths" in job.group and job.summary.get("state") == "complete":
-                tree_figure(job, folder / f"{job.name}-tree.png", figures)
-        timeline_figure(results, folder / "timeline.png", figures)
-        throughput_figure(results, folder / "throughput.png", figures)
+        plan = _figures(results, folder)
+        html_path = folder / "report.html" if with_html else None
+        for path in [path for _, _, path in plan] + ([html_path] if html_path else []):
+            check_output_path(path, force, [output], what="report file")
+        for draw, source, path in plan:
+            draw(source, path, figures)
         text = format_summary(summary) + "\n" + _rank_lines(results)
     report = Report(text, figures)
-    if with_html:
-        report.html = folder / "report.html"
-        report.html.write_text(_html(output, text, figures), encoding="utf-8")
+    if html_path is not None:
+        report.html = html_path
+        html_path.write_text(_html(output, text, figures), encoding="utf-8")
     return report
+
+
+def _figures(results: Results, folder: Path) -> list[tuple[Callable[..., None], Any, Path]]:
+    """(draw, its data, its file) of every figure the report may write (one without data is skipped)."""
+    plan: list[tuple[Callable[..., None], Any, Path]] = []
+    for job in results:
+        if job.type == "collatz" and job.summary.get("max_delay"):
+            plan.append((histogram_figure, job, folder / f"{job.name}-histogram.png"))
+            plan.append((records_figure, job, folder / f"{job.name}-records.png"))
+        elif job.type == "thread" and "paths" in job.group and job.summary.get("state") == "complete":
+            plan.append((tree_figure, job, folder / f"{job.name}-tree.png"))
+    plan.append((timeline_figure, results, folder / "timeline.png"))
+    plan.append((throughput_figure, results, folder / "throughput.png"))
+    return plan
 
 
 def _rank_lines(results: Results) -> str:

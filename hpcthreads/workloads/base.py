@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -77,6 +77,19 @@ class BaseWorkload:
 
 # Summary fields added after files and ledgers were first written: absent there, None when read
 ADDED_FIELDS = ("walked",)
+
+# Summary fields that are sets of start values, merged by union, that may grow to millions (verify's
+# unresolved values with a small step bound): kept apart from the running merge and committed as
+# what is new, so that neither costs time in proportion to all the values so far
+UNION_FIELDS = ("unresolved",)
+
+
+def split_union(summary: Any) -> tuple[Any, dict[str, list[int]]]:
+    """SUMMARY with its union fields emptied, and those fields' values (none when it has none)."""
+    values = {name: list(getattr(summary, name)) for name in UNION_FIELDS if hasattr(summary, name)}
+    if not values:
+        return summary, {}
+    return replace(summary, **{name: [] for name in values}), values
 
 
 def to_plain(summary: Any) -> dict[str, Any]:
