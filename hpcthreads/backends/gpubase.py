@@ -24,7 +24,15 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hpcthreads.backends import gpuscan, sieveplan
-from hpcthreads.backends.base import BaseBackend, CollatzRaw, ThreadRaw, VerifyRaw, split_words
+from hpcthreads.backends.base import (
+    BaseBackend,
+    CollatzRaw,
+    SlicePlan,
+    SliceRaw,
+    ThreadRaw,
+    VerifyRaw,
+    split_words,
+)
 from hpcthreads.config import DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS, JOB_TYPES
 
 ST_OVERFLOW = 1
@@ -96,6 +104,10 @@ class SieveItems:
         )
 
 
+# A job cut by residue (2^16 residues, A in [4, 6]) with every rule on, for warm_up
+WARM_PLAN = SlicePlan(16, (4, 3, 6, 3), 1000, 0, 2, True, 5 << 16, 9 << 15, True)
+
+
 class BaseGPUBackend(BaseBackend):
     """Kernels on a device; subclasses implement `_zeros`, `_put`, `_get` and `_launch`."""
 
@@ -107,6 +119,9 @@ class BaseGPUBackend(BaseBackend):
     hist_len = 4096
     list_capacity = 1 << 16
     table_bits = 20
+    # The slice verify: threads of a walk launch (a grid-stride loop), rows its report holds at first
+    slice_threads = 1 << 20
+    slice_report_capacity = 1 << 16
 
     def __init__(self) -> None:
         from hpcthreads.backends.steptables import powers_of_three
@@ -127,6 +142,7 @@ class BaseGPUBackend(BaseBackend):
         if "verify" in types:
             self.verify_range(1, 2, 10)
             self.verify_range(2**20, 64, 1000, 4, 2)  # the sieve's kernels
+            self.verify_slice(WARM_PLAN, 1 << 15, 0, (1 << 15) + 64, 1)  # the slice's kernels
         if "thread" in types:
             self.thread_paths(1, 2, 2)
 
@@ -339,6 +355,49 @@ class BaseGPUBackend(BaseBackend):
         records = gpuscan.glide_records(segs, count, np.full(1, -1, np.int64), glide, status)
         lists = (np.flatnonzero(status == s).astype(np.uint64) for s in (ST_TOO_LONG, ST_OVERFLOW))
         return VerifyRaw(records, *lists, count)
+
+    def verify_slice(self, plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
+        """The slice built and walked on the device (slice_build, slice_walk); the few values whose
+        bound may make them candidates are settled here exactly (gpuslice)."""
+        from hpcthreads.backends import gpuslice
+
+        t, dev = self._slice_tables(plan.K, plan.extra)
+        items = gpuslice.residue_items(t, bfirst, blast)
+        count, kept = self._zeros(1, np.uint64), self._zeros(4 * max(items.count, 1), np.uint64)
+        self._launch("slice_build", items.count, *gpuslice.build_args(plan, t, items, dev, count, kept))
+        nkept = int(self._get(count)[0]) if items.count else 0
+        a0, _, a1, _ = plan.body
+        span = a1 - a0 + 1
+        npairs, cap = nkept * span, self.slice_report_capacity
+        walk = gpuslice.walk_args(plan, t, (bfirst, ifirst, blast, iend), dev, kept)
+        while True:
+            sums, report = self._zeros(2, np.uint64), self._zeros(3 * cap, np.uint64)
+            self._launch(
+                "slice_walk", min(npairs, self.slice_threads), npairs, span, *walk, sums, report, cap
+            )
+            total = self._get(sums) if npairs else np.zeros(2, np.uint64)
+            if total[1] <= cap:
+                break
+            cap = int(total[1])  # rarely: a floor below most bounds; walk again with room for every row
+        rows = self._get(report)[: 3 * int(total[1])].reshape(-1, 3)
+        kept_rows = self._get(kept)[: 4 * nkept].reshape(-1, 4)
+        return gpuslice.settle_reports(plan, t, kept_rows, rows, int(total[0]))
+
+    def _slice_tables(self, K: int, extra: int) -> tuple:
+        """The slice sieve's tables (slicetables) and their device copies, once per K and extra bits."""
+        from hpcthreads.backends import gpuslice
+        from hpcthreads.backends.slicetables import per_value_extension, slice_tables
+
+        key = ("slice", K, extra)
+        if key not in self._sieves:
+            t = slice_tables(K)
+            if t.k2 != gpuslice.WALK_BITS or not t.e1:
+                raise ValueError(f"the GPU slice kernels take k2 = {gpuslice.WALK_BITS} and e1 > 0")
+            killx, _ = per_value_extension(K, extra)
+            host = (t.res, t.packed, t.kill1, t.ce1, t.de1, t.kill2, t.ce2, t.de2, t.p3lo)
+            host = (*host, gpuslice.walk_entries(t.k2), killx, t.p3hi)
+            self._sieves[key] = (t, tuple(self._put(a) for a in host))
+        return self._sieves[key]
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)

@@ -1,0 +1,71 @@
+"""The residue-slice verify on the GPU (slice_build, slice_walk) through the CUDA C kernels built
+for the CPU (tests/gpuemu.py), against numba-cpu's slice kernel (backends.slicesieve), which
+tests/unit/test_slice_sieve.py checks against brute force. The numba-cuda kernels run the same
+cases under the simulator (tests/gpu/sim_numba_cuda.py).
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from gpucases import SLICE_CASES, compare_slices, slice_pieces, slice_workload
+from gpuemu import CEmulatedBackend, build_library
+
+from hpcthreads.backends import gpuslice, slicesieve
+
+pytestmark = pytest.mark.skipif(not (shutil.which("gcc") or shutil.which("cc")), reason="no C compiler")
+
+
+@pytest.fixture(scope="module")
+def gpu(tmp_path_factory):
+    return CEmulatedBackend(build_library(tmp_path_factory.mktemp("kernels")))
+
+
+@pytest.mark.parametrize("start,count,params", SLICE_CASES)
+@pytest.mark.parametrize("threads", [3, 1 << 20])
+def test_slice_raw_results_equal_numba_cpu(gpu, cpu, start, count, params, threads):
+    gpu.slice_threads = threads
+    params = {"start": start, "count": count, **params}
+    walked, candidates, unresolved, overflows = compare_slices(gpu, cpu, params)
+    assert walked > 0 and candidates > 0
+    if "max_steps" in params:
+        assert unresolved > 0
+    if start > 2**65:
+        assert overflows > 0
+
+
+def test_a_full_report_list_walks_again_with_room_for_every_row(gpu, cpu):
+    gpu.slice_report_capacity = 1
+    try:
+        params = {"start": 2**40 + 99, "count": 6000, "sieve_slice_bits": 9}
+        totals = compare_slices(gpu, cpu, params, (2000,))
+    finally:
+        gpu.slice_report_capacity = type(gpu).slice_report_capacity
+    assert totals[1] > 1
+
+
+def test_a_large_jobs_floor_reports_few_values(gpu, cpu):
+    """With a floor past most bounds (as in a large job) only a few values come back to the host."""
+    workload = slice_workload({"start": 2**40 + 99, "count": 20000, "sieve_slice_bits": 10, "sieve_mod9": 0})
+    plan = workload.slice_plan._replace(floor=150)
+    reported, walked = [], 0
+    original = gpuslice.settle_reports
+    gpuslice.settle_reports = lambda *a: (reported.append(len(a[3])), original(*a))[1]
+    try:
+        for piece in slice_pieces(workload, (20000,), 1):
+            got, want = gpu.verify_slice(plan, *piece), cpu.verify_slice(plan, *piece)
+            assert (got.walked, sorted(got.candidates)) == (want.walked, sorted(want.candidates))
+            walked += got.walked
+    finally:
+        gpuslice.settle_reports = original
+    assert 0 < sum(reported) < walked // 10
+
+
+def test_the_packed_walk_table_is_numba_cpus():
+    packed, table = gpuslice.walk_entries(11), slicesieve.walk_table(11)
+    mask = np.uint64((1 << 20) - 1)
+    assert np.array_equal(packed & mask, table[0::2])
+    assert np.array_equal((packed >> np.uint64(20)) & mask, table[1::2] & np.uint64(0xFFFFFFFF))
+    assert np.array_equal(packed >> np.uint64(40), table[1::2] >> np.uint64(32))
