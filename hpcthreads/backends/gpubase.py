@@ -1,6 +1,6 @@
 """What the GPU backends share: the launch plan of each job type, on the host.
 
-Both GPU backends (numba-cuda and cupy) have the same seven kernels with the
+Both GPU backends (numba-cuda and cupy) have the same nine kernels with the
 same arguments (collatz_kernels.cu describes them); a subclass only says how
 to allocate, copy and launch. Only small arrays come back per chunk: the
 histogram, per-segment maxima, the lists of overflowing offsets and the
@@ -13,6 +13,7 @@ device once per backend, the same cuts of a range (sieveplan), the same
 values walked before the sieve may skip any; after them the device walks
 only the table's entries that the extension and the 3^2 sieve leave, one
 run of entries per thread. Records, lists and `walked` equal numba-cpu's.
+Jobs cut by residue run the slice kernels (gpuslice.py).
 """
 
 from __future__ import annotations
