@@ -10,7 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
-from gpucases import SLICE_CASES, compare_slices, slice_pieces, slice_workload
+import reference as ref
+from gpucases import SLICE_CASES, compare_slices, run_verify, slice_pieces, slice_workload
 from gpuemu import CEmulatedBackend, build_library
 
 from hpcthreads.backends import gpuslice, slicesieve
@@ -69,3 +70,17 @@ def test_the_packed_walk_table_is_numba_cpus():
     assert np.array_equal(packed & mask, table[0::2])
     assert np.array_equal((packed >> np.uint64(20)) & mask, table[1::2] & np.uint64(0xFFFFFFFF))
     assert np.array_equal(packed >> np.uint64(40), table[1::2] >> np.uint64(32))
+
+
+def test_a_job_cut_by_residue_matches_brute_force(gpu):
+    """A whole job through the workload (the prefix by range, the body by residue slices on the
+    kernels), merged from chunks: records and unresolved values from each value's glide."""
+    start, count = 2**40 + 99, 20000
+    params = {"start": start, "count": count, "sieve_slice_bits": 10, "sieve_mod9": 0, "max_steps": 150}
+    assert slice_workload(params).slice_plan.max_steps == 150
+    gpu.slice_threads = 5
+    got = run_verify(gpu, 2999, **params)
+    glides = [(n, ref.glide(n)) for n in range(start, start + count)]
+    assert got.unresolved == [n for n, g in glides if g > 150] != []
+    assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= 150])
+    assert 0 < got.walked < count // 5
