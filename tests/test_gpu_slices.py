@@ -37,7 +37,9 @@ def test_slice_raw_results_equal_numba_cpu(gpu, cpu, start, count, params, threa
         assert overflows > 0
 
 
-def test_a_full_report_list_walks_again_with_room_for_every_row(gpu, cpu):
+def test_a_full_report_list_walks_again_with_room_for_every_row(gpu, cpu, monkeypatch):
+    launches, launch = [], gpu._launch
+    monkeypatch.setattr(gpu, "_launch", lambda name, *args: (launches.append(name), launch(name, *args)))
     gpu.slice_report_capacity = 1
     try:
         params = {"start": 2**40 + 99, "count": 6000, "sieve_slice_bits": 9}
@@ -45,6 +47,8 @@ def test_a_full_report_list_walks_again_with_room_for_every_row(gpu, cpu):
     finally:
         gpu.slice_report_capacity = type(gpu).slice_report_capacity
     assert totals[1] > 1
+    # Each piece: one build, a walk whose report overflowed, and the walk again
+    assert launches.count("slice_walk") == 2 * launches.count("slice_build") > 0
 
 
 def test_a_large_jobs_floor_reports_few_values(gpu, cpu):

@@ -369,7 +369,9 @@ class BaseGPUBackend(BaseBackend):
         nkept = int(self._get(count)[0]) if items.count else 0
         a0, _, a1, _ = plan.body
         span = a1 - a0 + 1
-        npairs, cap = nkept * span, self.slice_report_capacity
+        # Room for a report of one value in 2,048 (a few in 10,000 are reported from a large job's layouts)
+        npairs = nkept * span
+        cap = max(self.slice_report_capacity, npairs >> 11)
         walk = gpuslice.walk_args(plan, t, (bfirst, ifirst, blast, iend), dev, kept)
         while True:
             sums, report = self._zeros(2, np.uint64), self._zeros(3 * cap, np.uint64)
