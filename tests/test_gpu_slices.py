@@ -40,12 +40,12 @@ def test_slice_raw_results_equal_numba_cpu(gpu, cpu, start, count, params, threa
 def test_a_full_report_list_walks_again_with_room_for_every_row(gpu, cpu, monkeypatch):
     launches, launch = [], gpu._launch
     monkeypatch.setattr(gpu, "_launch", lambda name, *args: (launches.append(name), launch(name, *args)))
-    gpu.slice_report_capacity = 1
+    gpu.slice_report_capacity, gpu.slice_report_shift = 1, 63
     try:
         params = {"start": 2**40 + 99, "count": 6000, "sieve_slice_bits": 9}
         totals = compare_slices(gpu, cpu, params, (2000,))
     finally:
-        gpu.slice_report_capacity = type(gpu).slice_report_capacity
+        del gpu.slice_report_capacity, gpu.slice_report_shift
     assert totals[1] > 1
     # Each piece: one build, a walk whose report overflowed, and the walk again
     assert launches.count("slice_walk") == 2 * launches.count("slice_build") > 0

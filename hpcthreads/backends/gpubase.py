@@ -120,9 +120,12 @@ class BaseGPUBackend(BaseBackend):
     hist_len = 4096
     list_capacity = 1 << 16
     table_bits = 20
-    # The slice verify: threads of a walk launch (a grid-stride loop), rows its report holds at first
+    # The slice verify: threads of a walk launch (a grid-stride loop), and rows its report holds at
+    # first: at least this many, and one per 2^shift pairs (8-12% of the pairs are reported on the
+    # layouts of large jobs at 2^40 and 2^64); a fuller report list is walked again
     slice_threads = 1 << 20
     slice_report_capacity = 1 << 16
+    slice_report_shift = 2
 
     def __init__(self) -> None:
         from hpcthreads.backends.steptables import powers_of_three
@@ -369,9 +372,8 @@ class BaseGPUBackend(BaseBackend):
         nkept = int(self._get(count)[0]) if items.count else 0
         a0, _, a1, _ = plan.body
         span = a1 - a0 + 1
-        # Room for a report of one value in 2,048 (a few in 10,000 are reported from a large job's layouts)
         npairs = nkept * span
-        cap = max(self.slice_report_capacity, npairs >> 11)
+        cap = max(self.slice_report_capacity, npairs >> self.slice_report_shift)
         walk = gpuslice.walk_args(plan, t, (bfirst, ifirst, blast, iend), dev, kept)
         while True:
             sums, report = self._zeros(2, np.uint64), self._zeros(3 * cap, np.uint64)
