@@ -75,7 +75,7 @@ TYPING_CHECK = textwrap.dedent(
         "thread_paths": (u, u, u, u, a(u, 2), a(u, 2), a(T.uint32), a(u), a(u), a(T.uint8)),
         "slice_build": (*(u,) * 9, a(u), a(u), a(T.uint8), a(u), a(u), a(T.uint8), *(a(u),) * 5),
         "slice_walk": (
-            *(u,) * 12, a(u), u, u, a(u), u, a(T.uint8), u, a(u), a(u), *(u,) * 6, a(u), a(u), u,
+            *(u,) * 14, a(u), u, u, a(u), u, a(T.uint8), u, a(u), a(u), *(u,) * 6, a(u), a(u), u,
         ),
     }
     for name, kernel in k.KERNELS.items():

@@ -25,9 +25,10 @@ def gpu(tmp_path_factory):
 
 
 @pytest.mark.parametrize("start,count,params", SLICE_CASES)
-@pytest.mark.parametrize("threads", [3, 1 << 20])
-def test_slice_raw_results_equal_numba_cpu(gpu, cpu, start, count, params, threads):
-    gpu.slice_threads = threads
+@pytest.mark.parametrize("threads,tasks", [(3, 1), (7, 40), (1 << 20, 1 << 18)])
+def test_slice_raw_results_equal_numba_cpu(gpu, cpu, start, count, params, threads, tasks):
+    """Tasks of every size: all residues for each A (tasks 1), groups of a few, one residue each."""
+    gpu.slice_threads, gpu.slice_tasks = threads, tasks
     params = {"start": start, "count": count, **params}
     walked, candidates, unresolved, overflows = compare_slices(gpu, cpu, params)
     assert walked > 0 and candidates > 0
@@ -38,6 +39,7 @@ def test_slice_raw_results_equal_numba_cpu(gpu, cpu, start, count, params, threa
 
 
 def test_a_full_report_list_walks_again_with_room_for_every_row(gpu, cpu, monkeypatch):
+    gpu.slice_tasks = 1 << 18
     launches, launch = [], gpu._launch
     monkeypatch.setattr(gpu, "_launch", lambda name, *args: (launches.append(name), launch(name, *args)))
     gpu.slice_report_capacity, gpu.slice_report_shift = 1, 63
@@ -51,8 +53,10 @@ def test_a_full_report_list_walks_again_with_room_for_every_row(gpu, cpu, monkey
     assert launches.count("slice_walk") == 2 * launches.count("slice_build") > 0
 
 
-def test_a_large_jobs_floor_reports_few_values(gpu, cpu):
+@pytest.mark.parametrize("tasks", [1, 1 << 18])
+def test_a_large_jobs_floor_reports_few_values(gpu, cpu, tasks):
     """With a floor past most bounds (as in a large job) only a few values come back to the host."""
+    gpu.slice_tasks = tasks
     workload = slice_workload({"start": 2**40 + 99, "count": 20000, "sieve_slice_bits": 10, "sieve_mod9": 0})
     plan = workload.slice_plan._replace(floor=150)
     reported, walked = [], 0
@@ -88,3 +92,24 @@ def test_a_job_cut_by_residue_matches_brute_force(gpu):
     assert got.unresolved == [n for n, g in glides if g > 150] != []
     assert got.glide_records == ref.range_records([(n, g) for n, g in glides if g <= 150])
     assert 0 < got.walked < count // 5
+
+
+def test_tasks_of_many_residues_report_fewer_values(gpu, cpu):
+    """A task's best glide rises along its residues: far fewer values come back than one per bound past
+    the floor, and the results do not change."""
+    workload = slice_workload({"start": 2**40 + 99, "count": 1 << 20, "sieve_slice_bits": 12})
+    piece = (0, 0, (1 << 12) - 1, 1)
+    reported = []
+    original = gpuslice.settle_reports
+    gpuslice.settle_reports = lambda *a: (reported.append(len(a[3])), original(*a))[1]
+    try:
+        want = cpu.verify_slice(workload.slice_plan, *piece)
+        for tasks in (1, 1 << 18):
+            gpu.slice_tasks = tasks
+            got = gpu.verify_slice(workload.slice_plan, *piece)
+            assert (got.walked, sorted(got.candidates), got.too_long) == (
+                want.walked, sorted(want.candidates), want.too_long,
+            )  # fmt: skip
+    finally:
+        gpuslice.settle_reports = original
+    assert len(want.candidates) <= reported[0] < reported[1] // 3

@@ -286,4 +286,21 @@ HD int slice_walk_value(u64 nhi, u64 nlo, u64 vhi, u64 vlo, u64 *steps, u64 max_
     }
 }
 
+/* The exact glide of n from v, `steps` standard steps after n, one step at a time, knowing that v drops
+ * below n by step `bound` (slice_walk_value); 0 where a step would leave 128 bits. The values a sieve
+ * keeps stay at or above n for their first steps, so the first drop from v is n's glide */
+HD u64 slice_exact_glide(u64 nhi, u64 nlo, u64 vhi, u64 vlo, u64 steps, u64 bound) {
+    while (steps < bound) {
+        if (vlo & 1) {
+            if (too_big_for_odd_step(vhi, vlo)) return 0;
+            triple_plus_one(&vhi, &vlo);
+        } else {
+            halve(&vhi, &vlo);
+            if (less128(vhi, vlo, nhi, nlo)) return steps + 1;
+        }
+        steps += 1;
+    }
+    return 0;
+}
+
 #endif

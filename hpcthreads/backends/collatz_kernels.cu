@@ -222,14 +222,18 @@ KERNEL slice_build(u64 nthreads, u64 hfirst, u64 jfirst, u64 nsurv, u64 K, u64 k
     }
 }
 
-/* Residue-slice verify, step 2: (kept residue i, A) pairs, `npairs` of them, in a grid-stride loop of
- * `nthreads` threads, the walk table in shared memory. The values that the 3^2 sieve and the per-value
- * sieve leave are counted (sums[0]) and walked; rows (i, A, steps | stopped << 63) of those whose bound
- * beats `floor` or whose walk stopped short go to `report` (sums[1] counts them past `cap`) */
-KERNEL slice_walk(u64 nthreads, u64 npairs, u64 span, u64 K, u64 a0, u64 a1, u64 b0, u64 b1, u64 bfirst,
-                  u64 ifirst, u64 blast, u64 iend, const u64 *kept, u64 max_steps, u64 floor, const u64 *walk,
-                  u64 limit_hi, const u8 *killx, u64 ex, const u64 *p3hi, const u64 *p3lo, u64 two_k9, u64 mod9,
-                  u64 from_hi, u64 from_lo, u64 below_hi, u64 below_lo, u64 *sums, u64 *report, u64 cap) {
+/* Residue-slice verify, step 2: tasks (group g of the kept residues, sorted by B, of `gsize` each; A),
+ * `ntasks` = ngroups x span of them in a grid-stride loop of `nthreads` threads, the walk table in
+ * shared memory. A task takes its group's residues in order of B, as numba-cpu takes them for one A:
+ * the values that the 3^2 sieve and the per-value sieve leave are counted (sums[0]) and walked; a
+ * value is reported as a row (i, A, steps | stopped << 63) when its walk stopped short or its bound
+ * beats the task's best glide so far (from `floor`, raised by the exact glide of each value reported),
+ * a superset of the values numba-cpu settles; sums[1] counts the rows, past `cap` too */
+KERNEL slice_walk(u64 nthreads, u64 ntasks, u64 span, u64 gsize, u64 nkept, u64 K, u64 a0, u64 a1, u64 b0,
+                  u64 b1, u64 bfirst, u64 ifirst, u64 blast, u64 iend, const u64 *kept, u64 max_steps, u64 floor,
+                  const u64 *walk, u64 limit_hi, const u8 *killx, u64 ex, const u64 *p3hi, const u64 *p3lo,
+                  u64 two_k9, u64 mod9, u64 from_hi, u64 from_lo, u64 below_hi, u64 below_lo, u64 *sums,
+                  u64 *report, u64 cap) {
 #ifdef __CUDACC__
     __shared__ u64 table[WALK_SIZE];
     for (u64 i = threadIdx.x; i < WALK_SIZE; i += blockDim.x) table[i] = walk[i];
@@ -239,28 +243,36 @@ KERNEL slice_walk(u64 nthreads, u64 npairs, u64 span, u64 K, u64 a0, u64 a1, u64
 #endif
     FOR_EACH_THREAD(t, nthreads) {
         u64 walked = 0, emask = (1ULL << ex) - 1;
-        for (u64 p = t; p < npairs; p += nthreads) {
-            u64 i = p / span, a = a0 + (p - i * span), b = kept[4 * i];
-            u64 first = a0 + (b < b0 ? 1ULL : 0ULL), end = a1 + (b < b1 ? 1ULL : 0ULL);
-            if (b == bfirst) first += ifirst;
-            if (b == blast) end = a0 + (b < b0 ? 1ULL : 0ULL) + iend;
-            if (a < first || a >= end) continue;
-            u64 c = kept[4 * i + 1], vhi = 0, vlo = a;
-            mul_add128(&vhi, &vlo, p3lo[c], kept[4 * i + 3]);
-            vhi += p3hi[c] * a + kept[4 * i + 2];
-            if (mod9 && ((BAD_MOD9 >> ((two_k9 * (a % 9) + b % 9) % 9)) & 1) &&
-                (a < slice_a_bound(below_hi, below_lo, b, K) || a >= slice_a_bound(from_hi, from_lo, b, K)))
-                continue;
-            if (killx[(c << ex) | (vlo & emask)]) continue;
-            walked += 1;
-            u64 nhi = a >> (64 - K), nlo = (a << K) | b, steps = K + c;
-            int stopped = slice_walk_value(nhi, nlo, vhi, vlo, &steps, max_steps, table, limit_hi);
-            if (stopped || steps > floor) {
+        for (u64 task = t; task < ntasks; task += nthreads) {
+            u64 g = task / span, a = a0 + (task - g * span), best = floor;
+            u64 last = (g + 1) * gsize < nkept ? (g + 1) * gsize : nkept;
+            for (u64 i = g * gsize; i < last; ++i) {
+                u64 b = kept[4 * i];
+                u64 first = a0 + (b < b0 ? 1ULL : 0ULL), end = a1 + (b < b1 ? 1ULL : 0ULL);
+                if (b == bfirst) first += ifirst;
+                if (b == blast) end = a0 + (b < b0 ? 1ULL : 0ULL) + iend;
+                if (a < first || a >= end) continue;
+                u64 c = kept[4 * i + 1], vhi = 0, vlo = a;
+                mul_add128(&vhi, &vlo, p3lo[c], kept[4 * i + 3]);
+                vhi += p3hi[c] * a + kept[4 * i + 2];
+                if (mod9 && ((BAD_MOD9 >> ((two_k9 * (a % 9) + b % 9) % 9)) & 1) &&
+                    (a < slice_a_bound(below_hi, below_lo, b, K) || a >= slice_a_bound(from_hi, from_lo, b, K)))
+                    continue;
+                if (killx[(c << ex) | (vlo & emask)]) continue;
+                walked += 1;
+                u64 nhi = a >> (64 - K), nlo = (a << K) | b, steps = K + c;
+                int stopped = slice_walk_value(nhi, nlo, vhi, vlo, &steps, max_steps, table, limit_hi);
+                if (!stopped && steps <= best) continue;
                 u64 at = ATOMIC_ADD(&sums[1], 1);
                 if (at < cap) {
                     report[3 * at] = i;
                     report[3 * at + 1] = a;
                     report[3 * at + 2] = steps | (stopped ? STOPPED_BIT : 0ULL);
+                }
+                if (!stopped) {
+                    /* The exact glide (0: not found in 128 bits) raises this task's best */
+                    u64 glide = slice_exact_glide(nhi, nlo, vhi, vlo, K + c, steps);
+                    if (glide <= max_steps && glide > best) best = glide;
                 }
             }
         }

@@ -6,11 +6,14 @@ Two kernels, the host side in gpuslice.py:
   residue B = 2^k1 h + b of the slice; the two extension tables and the join
   rule drop B or keep it, and a kept B is appended with its odd steps c and
   T^K(B) (two words) to a device list by a global atomic counter.
-- `slice_walk`: threads over (kept residue, A) pairs, a grid-stride loop:
-  v = 3^c A + T^K(B) for n = 2^K A + B, the 3^2 sieve and the per-value
-  sieve, then k2 steps of T per lookup in the walk table, copied once per
-  block into shared memory. A value whose step bound beats the job's floor,
-  or whose walk stopped short, is reported; the host settles it exactly.
+- `slice_walk`: tasks (a group of kept residues, sorted by B; A) in a
+  grid-stride loop, each taking its residues in order of B as numba-cpu
+  does for one A: v = 3^c A + T^K(B) for n = 2^K A + B, the 3^2 sieve and
+  the per-value sieve, then k2 steps of T per lookup in the walk table,
+  copied once per block into shared memory. A value whose step bound beats
+  the task's best glide so far (from the job's floor, raised by the exact
+  glide of each value reported), or whose walk stopped short, is reported;
+  the host settles it exactly.
 
 The arithmetic is slicesieve's, step for step; all of it in uint64.
 """
@@ -36,6 +39,9 @@ WALK_BITS = 11
 WALK_SIZE = 1 << WALK_BITS
 FIELD20 = U64((1 << 20) - 1)
 STOPPED_BIT = U64(1 << 63)
+# 3v+1 fits in 128 bits iff (hi, lo) <= LIMIT128
+LIMIT128_HI = U64(0x5555555555555555)
+LIMIT128_LO = U64(0x5555555555555554)
 
 
 @cuda.jit(device=True)
@@ -147,13 +153,33 @@ def walk_value(nhi, nlo, vhi, vlo, steps, max_steps, table, limit_hi):
             return False, steps
 
 
+@cuda.jit(device=True)
+def exact_glide(nhi, nlo, vhi, vlo, steps, bound):
+    """n's glide from v, `steps` standard steps after n, one step at a time, knowing that v drops below
+    n by step `bound`; 0 where a step would leave 128 bits (slice_exact_glide in collatz.cuh)."""
+    while steps < bound:
+        if vlo & ONE:
+            if vhi > LIMIT128_HI or (vhi == LIMIT128_HI and vlo > LIMIT128_LO):
+                return ZERO
+            vhi, vlo = mul_add(vhi, vlo, THREE, ONE)
+        else:
+            vhi, vlo = vhi >> ONE, (vlo >> ONE) | (vhi << U64(63))
+            if below(vhi, vlo, nhi, nlo):
+                return steps + ONE
+        steps += ONE
+    return ZERO
+
+
 @cuda.jit
 def slice_walk(
-    nthreads, npairs, span, K, a0, a1, b0, b1, bfirst, ifirst, blast, iend, kept, max_steps, floor, walk,
-    limit_hi, killx, ex, p3hi, p3lo, two_k9, mod9, from_hi, from_lo, below_hi, below_lo, sums, report, cap,
+    nthreads, ntasks, span, gsize, nkept, K, a0, a1, b0, b1, bfirst, ifirst, blast, iend, kept, max_steps,
+    floor, walk, limit_hi, killx, ex, p3hi, p3lo, two_k9, mod9, from_hi, from_lo, below_hi, below_lo, sums,
+    report, cap,
 ):  # fmt: skip
-    """Every (kept residue i, A) pair: the values both sieves leave are counted and walked; rows (i, A,
-    steps | stopped << 63) of those to settle exactly. sums: [walked, reported]."""
+    """Tasks (group of kept residues sorted by B, A), each taking its residues in order of B: the values
+    both sieves leave are counted (sums[0]) and walked; rows (i, A, steps | stopped << 63) of those that
+    stopped short or whose bound beats the task's best glide so far (from `floor`, raised by the exact
+    glide of each value reported). collatz_kernels.cu says more."""
     table = cuda.shared.array(WALK_SIZE, uint64)
     for i in range(cuda.threadIdx.x, WALK_SIZE, cuda.blockDim.x):
         table[i] = walk[i]
@@ -163,39 +189,50 @@ def slice_walk(
         return
     walked = ZERO
     emask = (ONE << ex) - ONE
-    p = t
-    while p < npairs:
-        i = p // span
-        a = a0 + (p - i * span)
-        p += nthreads
-        b = kept[FOUR * i]
-        first = a0 + (ONE if b < b0 else ZERO)
-        end = a1 + (ONE if b < b1 else ZERO)
-        if b == bfirst:
-            first += ifirst
-        if b == blast:
-            end = a0 + (ONE if b < b0 else ZERO) + iend
-        if a < first or a >= end:
-            continue
-        c = kept[FOUR * i + ONE]
-        vhi, vlo = mul_add(ZERO, a, p3lo[c], kept[FOUR * i + THREE])
-        vhi += p3hi[c] * a + kept[FOUR * i + TWO]
-        if mod9 != ZERO:
-            n9 = (two_k9 * (a % U64(9)) + b % U64(9)) % U64(9)
-            if (BAD_MOD9 >> n9) & ONE:
-                if a < a_bound(below_hi, below_lo, b, K) or a >= a_bound(from_hi, from_lo, b, K):
-                    continue
-        if killx[(c << ex) | (vlo & emask)]:
-            continue
-        walked += ONE
-        nhi, nlo = a >> (U64(64) - K), (a << K) | b
-        stopped, steps = walk_value(nhi, nlo, vhi, vlo, K + c, max_steps, table, limit_hi)
-        if stopped or steps > floor:
+    task = t
+    while task < ntasks:
+        g = task // span
+        a = a0 + (task - g * span)
+        task += nthreads
+        best = floor
+        last = min((g + ONE) * gsize, nkept)
+        i = g * gsize
+        while i < last:
+            b = kept[FOUR * i]
+            i += ONE
+            first = a0 + (ONE if b < b0 else ZERO)
+            end = a1 + (ONE if b < b1 else ZERO)
+            if b == bfirst:
+                first += ifirst
+            if b == blast:
+                end = a0 + (ONE if b < b0 else ZERO) + iend
+            if a < first or a >= end:
+                continue
+            row = i - ONE
+            c = kept[FOUR * row + ONE]
+            vhi, vlo = mul_add(ZERO, a, p3lo[c], kept[FOUR * row + THREE])
+            vhi += p3hi[c] * a + kept[FOUR * row + TWO]
+            if mod9 != ZERO:
+                n9 = (two_k9 * (a % U64(9)) + b % U64(9)) % U64(9)
+                if (BAD_MOD9 >> n9) & ONE:
+                    if a < a_bound(below_hi, below_lo, b, K) or a >= a_bound(from_hi, from_lo, b, K):
+                        continue
+            if killx[(c << ex) | (vlo & emask)]:
+                continue
+            walked += ONE
+            nhi, nlo = a >> (U64(64) - K), (a << K) | b
+            stopped, steps = walk_value(nhi, nlo, vhi, vlo, K + c, max_steps, table, limit_hi)
+            if not stopped and steps <= best:
+                continue
             at = cuda.atomic.add(sums, 1, ONE)
             if at < cap:
-                report[THREE * at] = i
+                report[THREE * at] = row
                 report[THREE * at + ONE] = a
                 report[THREE * at + TWO] = steps | (STOPPED_BIT if stopped else ZERO)
+            if not stopped:
+                glide = exact_glide(nhi, nlo, vhi, vlo, K + c, steps)
+                if glide <= max_steps and glide > best:
+                    best = glide
     cuda.atomic.add(sums, 0, walked)
 
 

@@ -120,9 +120,11 @@ class BaseGPUBackend(BaseBackend):
     hist_len = 4096
     list_capacity = 1 << 16
     table_bits = 20
-    # The slice verify: threads of a walk launch (a grid-stride loop), and rows its report holds at
-    # first: at least this many, and one per 2^shift pairs (8-12% of the pairs are reported on the
-    # layouts of large jobs at 2^40 and 2^64); a fuller report list is walked again
+    # The slice verify: tasks (a group of residues, A) of a walk launch, at least; threads that take
+    # them (a grid-stride loop); rows its report holds at first: at least this many, one per 2^shift
+    # (residue, A) pairs up to 32 per task (tasks of one residue report 8-12% of their pairs on the
+    # layouts of large jobs at 2^40 and 2^64, tasks of many far fewer); a fuller one is walked again
+    slice_tasks = 1 << 18
     slice_threads = 1 << 20
     slice_report_capacity = 1 << 16
     slice_report_shift = 2
@@ -370,22 +372,26 @@ class BaseGPUBackend(BaseBackend):
         count, kept = self._zeros(1, np.uint64), self._zeros(4 * max(items.count, 1), np.uint64)
         self._launch("slice_build", items.count, *gpuslice.build_args(plan, t, items, dev, count, kept))
         nkept = int(self._get(count)[0]) if items.count else 0
+        # In order of B, as numba-cpu takes the residues; the walk's tasks take groups of them in turn
+        kept_rows = self._get(kept)[: 4 * nkept].reshape(-1, 4)
+        kept_rows = kept_rows[np.argsort(kept_rows[:, 0], kind="stable")]
         a0, _, a1, _ = plan.body
         span = a1 - a0 + 1
-        npairs = nkept * span
-        cap = max(self.slice_report_capacity, npairs >> self.slice_report_shift)
+        ngroups = max(1, min(nkept, self.slice_tasks // span))
+        gsize = cdiv(max(nkept, 1), ngroups)
+        ntasks = ngroups * span if nkept else 0
+        cap = max(self.slice_report_capacity, min(nkept * span >> self.slice_report_shift, 32 * ntasks))
+        kept = self._put(kept_rows.reshape(-1) if nkept else np.zeros(4, np.uint64))
         walk = gpuslice.walk_args(plan, t, (bfirst, ifirst, blast, iend), dev, kept)
         while True:
             sums, report = self._zeros(2, np.uint64), self._zeros(3 * cap, np.uint64)
-            self._launch(
-                "slice_walk", min(npairs, self.slice_threads), npairs, span, *walk, sums, report, cap
-            )
-            total = self._get(sums) if npairs else np.zeros(2, np.uint64)
+            tasks = (ntasks, span, gsize, nkept)
+            self._launch("slice_walk", min(ntasks, self.slice_threads), *tasks, *walk, sums, report, cap)
+            total = self._get(sums) if ntasks else np.zeros(2, np.uint64)
             if total[1] <= cap:
                 break
-            cap = int(total[1])  # rarely: a floor below most bounds; walk again with room for every row
+            cap = int(total[1])  # rarely: walk again with room for every row
         rows = self._get(report)[: 3 * int(total[1])].reshape(-1, 3)
-        kept_rows = self._get(kept)[: 4 * nkept].reshape(-1, 4)
         return gpuslice.settle_reports(plan, t, kept_rows, rows, int(total[0]))
 
     def _slice_tables(self, K: int, extra: int) -> tuple:
