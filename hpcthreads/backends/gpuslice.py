@@ -1,15 +1,16 @@
 """The residue-slice verify on a GPU: the host side of the kernels slice_build and slice_walk.
 
 The device builds the slice (the residues B that the extension tables and
-the join rule keep, with c and T^K(B)), then walks every value n = 2^K A + B
-that the 3^2 sieve and the per-value sieve leave, k2 steps per lookup, and
-counts them (`walked`). It reports the values whose step bound beats the
-job's floor, or whose walk stopped short (the step bound, a value near
-2^128). The host takes those in the order numba-cpu takes values (residues
+the join rule keep, with c and T^K(B)); the host sorts them by B; the
+device walks every value n = 2^K A + B that the 3^2 sieve and the
+per-value sieve leave, k2 steps per lookup, counts them (`walked`) and
+reports those whose walk stopped short (the step bound, a value near 2^128)
+or whose step bound beats its task's best glide so far (a task: one A and a
+group of residues in order of B; its best starts at the job's floor). The
+host takes the reports in the order numba-cpu takes values (residues
 increasing; per A that is all that matters) and settles them with
 slicesieve.settle under numba-cpu's rule, so the candidates, the lists and
-`walked` are numba-cpu's. With a floor from a large job almost no value is
-reported.
+`walked` are numba-cpu's.
 """
 
 from __future__ import annotations
