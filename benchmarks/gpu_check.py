@@ -14,7 +14,10 @@ One script for a GPU node, within a few minutes:
    collatz (summary, then per-number arrays); verify with the default sieve
    (a job from the range's start; a range of a job from 1, where the 3^2
    sieve applies too; a 5-step bound that leaves values unresolved); 4,096
-   thread paths (across a boundary, centred on it). Records, lists, arrays and `walked` are
+   thread paths (across a boundary, centred on it); and the residue-slice
+   verify (verify_slice) on --check-count values of a slice of a large job
+   from the range's start (2^40 values below 2^50, else 2^61; not at 1,
+   where no job is cut by residue). Records, lists, arrays and `walked` are
    compared. The first difference stops the script: exit 1, naming the
    backend, the job and the range.
 3. Measure, at 1, 2^40 and 2^64, for numba-cpu (one core, the same machine)
@@ -37,6 +40,7 @@ checks short.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -44,11 +48,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
 
+import numpy as np  # noqa: E402
 from gpucases import FIRST_OVER_128, raw_difference  # noqa: E402
 
 from hpcthreads.backends import GPU_BACKENDS, make_backend  # noqa: E402
@@ -65,6 +70,7 @@ SIEVE = (DEFAULT_SIEVE_BITS, DEFAULT_SIEVE_EXTRA_BITS)
 RATE_OFFSETS = {"1": 1, "2^40": 2**40, "2^64": 2**64}
 # Measured in this order, so that a deadline drops the least telling last
 RATE_JOBS = {
+    "verify slice": "integers",
     "verify": "integers",
     "verify in a job from 1": "integers",
     "collatz": "numbers",
@@ -79,6 +85,53 @@ THREADS_CHECKED = 4096
 THREAD_BYTES = 4 << 30
 INCOMPLETE = 3
 Call = Callable[[Any, int, int], Any]
+# The large job whose layout the slice verify is checked and timed on: 2^40 values from a start below
+# 2^50 (the issue's [2^40, 2^41)), else 2^61 (as [9 x 2^61, 10 x 2^61))
+SLICE_JOB_COUNTS = ((2**50, 2**40), (2**128, 2**61))
+# One timed slice call takes at most this many values (well inside either job's body)
+SLICE_MAX_COUNT = 1 << 39
+
+
+class SliceArrays(NamedTuple):
+    """A SliceRaw as arrays in order of n, so that raw_difference compares it: candidates (hi, lo,
+    glide), unresolved and overflowing values (hi, lo)."""
+
+    candidates: np.ndarray
+    too_long: np.ndarray
+    overflows: np.ndarray
+    walked: int
+
+
+def words(values: list[int], extra: list[int] | None = None) -> np.ndarray:
+    rows = [(n >> 64, n & (2**64 - 1), *([] if extra is None else [extra[i]])) for i, n in enumerate(values)]
+    return np.array(sorted(rows), np.uint64).reshape(len(rows), 2 if extra is None else 3)
+
+
+@functools.lru_cache(maxsize=8)
+def slice_workload(start: int) -> Any:
+    """The verify workload of the large job from `start` (SLICE_JOB_COUNTS), or None where it is not
+    cut by residue."""
+    count = next(c for below, c in SLICE_JOB_COUNTS if start < below)
+    job = make_job({"name": "v", "type": "verify", "parameters": {"start": start, "count": count}}, 0)
+    workload = make_workload(job)
+    return workload if workload.slice_plan is not None else None
+
+
+def slice_call(backend: Any, start: int, count: int) -> SliceArrays:
+    """verify_slice on the first `count` values of the body of the large job from `start`."""
+    workload = slice_workload(start)
+    layout = workload.layout
+    (kind, *piece), *rest = layout.pieces(layout.prefix, count)
+    assert kind == "slice" and not rest
+    raw = backend.verify_slice(workload.slice_plan, *piece)
+    glides = [g for _, g in raw.candidates]
+    candidates = words([n for n, _ in raw.candidates], glides)
+    return SliceArrays(candidates, words(raw.too_long), words(raw.overflows), raw.walked)
+
+
+def applies(job: str, start: int) -> bool:
+    """Whether a job is checked and timed from `start`: the slice verify where a job is cut by residue."""
+    return job != "verify slice" or slice_workload(start) is not None
 
 
 def skip_from(start: int) -> int:
@@ -97,6 +150,7 @@ def job_calls(depth: int) -> dict[str, Call]:
         "verify in a job from 1": lambda b, s, n: b.verify_range(s, n, DEFAULT_MAX_STEPS, *SIEVE, from_one),
         "verify 5 steps": lambda b, s, n: b.verify_range(s, n, 5, *SIEVE, 0),
         "thread": lambda b, s, n: b.thread_paths(s, n, depth),
+        "verify slice": slice_call,
     }
 
 
@@ -130,6 +184,8 @@ def check(report: dict, gpus: dict, cpu: Any, calls: dict[str, Call], count: int
     for name, gpu in gpus.items():
         for label, start in check_ranges(count).items():
             for job, call in calls.items():
+                if not applies(job, start):
+                    continue
                 first, n = checked_range(job, label, start, count)
                 where = f"{name} {job} on [{first}, {first + n}) ({label})"
                 if past(deadline):
@@ -169,6 +225,8 @@ def measure(call: Callable[[int], Any], job: str, args: argparse.Namespace, dead
     cap = args.max_count
     if job == "thread":
         cap = min(cap, THREAD_BYTES // (16 * (args.thread_depth + 1)))
+    if job == "verify slice":
+        cap = min(cap, SLICE_MAX_COUNT)
     count = min(args.probe_count, cap)
     while True:
         if past(deadline):
@@ -203,6 +261,8 @@ def measure_all(report: dict, backends: dict, calls: dict[str, Call], args: argp
     rates = report["rates"]
     for job in RATE_JOBS:
         for label, start in RATE_OFFSETS.items():
+            if not applies(job, start):
+                continue
             for name, backend in backends.items():
                 call = calls[job]
                 found = measure(lambda n, c=call, b=backend, s=start: c(b, s, n), job, args, deadline)

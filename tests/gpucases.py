@@ -107,3 +107,56 @@ def run_verify(backend, chunk: int, **params):
     for off in reversed(range(0, job.size, chunk)):
         summary = workload.merge(summary, workload.compute(backend, off, min(chunk, job.size - off)).summary)
     return workload.finish(summary)
+
+
+def slice_workload(params: dict):
+    """A verify workload cut by residue (params name its sieve_slice_bits)."""
+    from hpcthreads.config import make_job
+    from hpcthreads.workloads import make_workload
+
+    workload = make_workload(make_job({"name": "v", "type": "verify", "parameters": params}, 0))
+    assert workload.slice_plan is not None and workload.slice_plan.K == params["sieve_slice_bits"]
+    return workload
+
+
+def slice_pieces(workload, sizes: tuple[int, ...], seed: int) -> list[tuple[int, int, int, int]]:
+    """The residue pieces (bfirst, ifirst, blast, iend) of the job's chunks, of random sizes."""
+    import random
+
+    rng = random.Random(seed)
+    pieces, offset = [], 0
+    while offset < workload.job.size:
+        size = min(workload.job.size - offset, rng.choice(sizes))
+        pieces += [tuple(args) for kind, *args in workload.layout.pieces(offset, size) if kind == "slice"]
+        offset += size
+    return pieces
+
+
+def compare_slices(gpu, cpu, params: dict, sizes: tuple[int, ...] = (1, 7, 333, 4096), seed: int = 1) -> list:
+    """Every residue piece of a job cut by residue: the GPU's SliceRaw equals numba-cpu's (lists as
+    sets of values, each value once; candidates as pairs). Returns the totals: walked, candidates,
+    unresolved, overflowing values."""
+    workload = slice_workload(params)
+    plan = workload.slice_plan
+    totals = [0, 0, 0, 0]
+    for piece in slice_pieces(workload, sizes, seed):
+        got, want = gpu.verify_slice(plan, *piece), cpu.verify_slice(plan, *piece)
+        assert got.walked == want.walked, (piece, got.walked, want.walked)
+        assert sorted(got.candidates) == sorted(want.candidates), piece
+        assert len(set(got.candidates)) == len(got.candidates), piece
+        assert sorted(got.too_long) == sorted(want.too_long), piece
+        assert sorted(got.overflows) == sorted(want.overflows), piece
+        for i, n in enumerate((got.walked, len(got.candidates), len(got.too_long), len(got.overflows))):
+            totals[i] += n
+    return totals
+
+
+# Slice jobs both GPU backends run against numba-cpu: (start, count, params); small, for the simulator
+SLICE_CASES = [
+    (2**40 + 99, 6000, {"sieve_slice_bits": 9, "sieve_mod9": 0}),
+    (2**40 + 99, 6000, {"sieve_slice_bits": 10, "sieve_join": 1}),  # the 3^2 sieve and the join rule
+    (2**64 - 3000, 6000, {"sieve_slice_bits": 12, "max_steps": 200}),  # across 2^64, unresolved values
+    (2**40 + 5, 20000, {"sieve_slice_bits": 14, "sieve_mod9": 0, "sieve_join": 1, "max_steps": 120}),
+    (2**44 + 3, 8000, {"sieve_slice_bits": 11, "verified_below": 2**44 - 2**30, "sieve_extra_bits": 0}),
+    (FIRST_OVER_128 - 3000, 6000, {"sieve_slice_bits": 10}),  # trajectories that leave 128 bits
+]

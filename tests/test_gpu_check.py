@@ -54,31 +54,44 @@ def assert_checked_and_measured(report: dict, name: str) -> None:
     """Every job type at every range identical; every rate positive, with ratios that are rate quotients."""
     jobs = set(gpu_check.job_calls(1))
     assert {"collatz", "collatz per-number", "verify", "verify in a job from 1", "thread"} <= jobs
+    assert "verify slice" in jobs and "verify slice" in gpu_check.RATE_JOBS
     checked = {(c["job"], c["range"]) for c in report["checks"] if c["backend"] == name}
-    assert checked == {(j, r) for j in jobs for r in gpu_check.check_ranges(24)}
+    assert checked == set(checked_pairs())
     assert all(c["ok"] and "difference" not in c for c in report["checks"])
     assert report["verdict"] == "ok" and report["skipped"] == [] and report["failures"] == []
     assert report["backends"][name]["started"] and report["backends"][name]["compile_seconds"] >= 0
     cpu = report["rates"]["numba-cpu"]
-    for label in gpu_check.RATE_OFFSETS:
-        for job in gpu_check.RATE_JOBS:
-            core, found = cpu[label][job], report["rates"][name][label][job]
-            for r in (core, found):
-                assert r["rate"] > 0 and 1 <= r["count"] <= 64 and r["seconds"] > 0
-                if job != "thread":
-                    assert r["rate"] == pytest.approx(r["count"] / r["seconds"])
-                else:  # path values: each thread's start value and its steps, up to the depth
-                    assert r["count"] / r["seconds"] < r["rate"] <= 41 * r["count"] / r["seconds"]
-            assert found["per_core"] == pytest.approx(found["rate"] / core["rate"])
-            assert core["per_core"] == pytest.approx(1.0)
-            if job.startswith("verify"):
-                assert found["vs_barina"] == pytest.approx(found["rate"] / 2.2e11)
-                assert found["vs_honda"] == pytest.approx(found["rate"] / 1.3e12)
-                assert 0 <= found["walked_fraction"] <= 1
-            else:
-                assert "vs_barina" not in found and "walked_fraction" not in found
+    assert ("verify slice", "1") not in rate_pairs() and ("verify slice", "2^64") in rate_pairs()
+    for job, label in rate_pairs():
+        core, found = cpu[label][job], report["rates"][name][label][job]
+        for r in (core, found):
+            assert r["rate"] > 0 and 1 <= r["count"] <= 64 and r["seconds"] > 0
+            if job != "thread":
+                assert r["rate"] == pytest.approx(r["count"] / r["seconds"])
+            else:  # path values: each thread's start value and its steps, up to the depth
+                assert r["count"] / r["seconds"] < r["rate"] <= 41 * r["count"] / r["seconds"]
+        assert found["per_core"] == pytest.approx(found["rate"] / core["rate"])
+        assert core["per_core"] == pytest.approx(1.0)
+        if job.startswith("verify"):
+            assert found["vs_barina"] == pytest.approx(found["rate"] / 2.2e11)
+            assert found["vs_honda"] == pytest.approx(found["rate"] / 1.3e12)
+            assert 0 <= found["walked_fraction"] <= 1
+        else:
+            assert "vs_barina" not in found and "walked_fraction" not in found
     assert report["settings"]["sieve_bits"] == 28 and report["settings"]["sieve_extra_bits"] == 14
     assert report["elapsed_seconds"] > 0 and "numpy" in report["versions"]
+
+
+def checked_pairs() -> list[tuple[str, str]]:
+    """(job, range) of every check: each job at each range (slices: where a job is cut by residue)."""
+    ranges = gpu_check.check_ranges(24)
+    return [(j, r) for j in gpu_check.job_calls(1) for r, s in ranges.items() if gpu_check.applies(j, s)]
+
+
+def rate_pairs() -> list[tuple[str, str]]:
+    """(job, offset) of every rate measured, in order."""
+    offsets = gpu_check.RATE_OFFSETS
+    return [(j, r) for j in gpu_check.RATE_JOBS for r, s in offsets.items() if gpu_check.applies(j, s)]
 
 
 def assert_table(output: str, report: dict, name: str) -> None:
@@ -86,12 +99,15 @@ def assert_table(output: str, report: dict, name: str) -> None:
     lines = output.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("job "))
     assert lines[header].split()[:4] == ["job", "offset", "backend", "rate/s"]
-    rows = lines[header + 1 : header + 1 + 2 * len(gpu_check.RATE_JOBS) * len(gpu_check.RATE_OFFSETS)]
+    rows = lines[header + 1 : header + 1 + 2 * len(rate_pairs())]
     found = report["rates"][name]["2^40"]["verify"]
-    row = next(r for r in rows if r.startswith("verify ") and " 2^40 " in r and f" {name} " in r)
+    row = next(r for r in rows if r.startswith(f"{'verify':<22} 2^40 ") and f" {name} " in r)
     assert f"{found['rate']:10.3e}" in row and f"{found['per_core']:8.3g}" in row
     assert f"{found['vs_barina']:8.3g}" in row and f"{found['vs_honda']:8.3g}" in row
-    assert sum(f" {name} " in r for r in rows) == len(gpu_check.RATE_JOBS) * len(gpu_check.RATE_OFFSETS)
+    assert sum(f" {name} " in r for r in rows) == len(rate_pairs())
+    found = report["rates"][name]["2^64"]["verify slice"]
+    row = next(r for r in rows if r.startswith(f"{'verify slice':<22} 2^64 ") and f" {name} " in r)
+    assert f"{found['rate']:10.3e}" in row and f"{found['vs_honda']:8.3g}" in row
 
 
 @needs_numba_cuda
@@ -113,7 +129,8 @@ def test_the_cupy_kernels_built_for_the_cpu_pass_and_are_measured(tmp_path, caps
     assert status == 0, output[-3000:]
     assert_checked_and_measured(report, "cupy-on-cpu")
     assert_table(output, report, "cupy-on-cpu")
-    assert "cupy-on-cpu: 30 checks, every one identical to numba-cpu" in output
+    assert f"cupy-on-cpu: {len(checked_pairs())} checks, every one identical to numba-cpu" in output
+    assert len(checked_pairs()) == 34
 
 
 class WrongIn:
@@ -146,6 +163,12 @@ class WrongIn:
             return raw._replace(too_long=np.append(raw.too_long, np.uint64(count)))
         return raw
 
+    def verify_slice(self, plan, bfirst, ifirst, blast, iend):
+        raw = self.inner.verify_slice(plan, bfirst, ifirst, blast, iend)
+        if self.job == "verify slice":
+            return raw._replace(too_long=[*raw.too_long, 2**64 + 1])
+        return raw
+
     def thread_paths(self, start, count, depth):
         raw = self.inner.thread_paths(start, count, depth)
         if self.job == "thread":
@@ -154,7 +177,7 @@ class WrongIn:
 
 
 @pytest.mark.parametrize("job", ["collatz", "collatz per-number", "verify", "verify in a job from 1",
-                                 "verify 5 steps", "thread"])  # fmt: skip
+                                 "verify 5 steps", "thread", "verify slice"])  # fmt: skip
 def test_a_wrong_result_stops_the_check_naming_backend_job_and_range(tmp_path, capsys, kernels_on_cpu, job):
     status, report, output = run_in_process(
         tmp_path, capsys, {"wrong": lambda: WrongIn(kernels_on_cpu(), job)}
@@ -172,7 +195,7 @@ def test_a_wrong_result_stops_the_check_naming_backend_job_and_range(tmp_path, c
 def test_the_deadline_skips_what_remains_and_says_so(tmp_path, capsys, kernels_on_cpu, monkeypatch):
     # Past the deadline from the first rate on: the checks complete, every rate after the first few is skipped
     calls = {"n": 0}
-    checks = len(gpu_check.job_calls(1)) * len(gpu_check.check_ranges(24))
+    checks = len(checked_pairs())
 
     def past(deadline):
         calls["n"] += 1
@@ -183,7 +206,7 @@ def test_the_deadline_skips_what_remains_and_says_so(tmp_path, capsys, kernels_o
     assert status == 0 and report["verdict"] == "ok"
     assert len(report["checks"]) == checks and all(c["ok"] for c in report["checks"])
     measured = sum(len(jobs) for offsets in report["rates"].values() for jobs in offsets.values())
-    total = 2 * len(gpu_check.RATE_JOBS) * len(gpu_check.RATE_OFFSETS)
+    total = 2 * len(rate_pairs())
     assert 0 < measured < total and len(report["skipped"]) == total - measured
     assert all(s.startswith("rate: ") for s in report["skipped"])
     assert f"skipped {total - measured}: rate: " in output
@@ -192,7 +215,7 @@ def test_the_deadline_skips_what_remains_and_says_so(tmp_path, capsys, kernels_o
 def test_a_deadline_before_the_checks_is_exit_3(tmp_path, capsys, kernels_on_cpu):
     status, report, output = run_in_process(tmp_path, capsys, {"gpu": kernels_on_cpu}, "--deadline", "0")
     assert status == 3 and report["verdict"] == "checks incomplete" and report["checks"] == []
-    checks = len(gpu_check.job_calls(1)) * len(gpu_check.check_ranges(24))
+    checks = len(checked_pairs())
     assert sum(s.startswith("check: gpu ") for s in report["skipped"]) == checks
     assert "deadline of 0 s reached" in output
 

@@ -73,6 +73,10 @@ TYPING_CHECK = textwrap.dedent(
             *(u,) * 7, a(u), u, u, a(u), a(u), a(u), a(T.uint8), *(u,) * 5, a(T.uint32), a(T.uint8),
         ),
         "thread_paths": (u, u, u, u, a(u, 2), a(u, 2), a(T.uint32), a(u), a(u), a(T.uint8)),
+        "slice_build": (*(u,) * 9, a(u), a(u), a(T.uint8), a(u), a(u), a(T.uint8), *(a(u),) * 5),
+        "slice_walk": (
+            *(u,) * 14, a(u), u, u, a(u), u, a(T.uint8), u, a(u), a(u), *(u,) * 6, a(u), a(u), u,
+        ),
     }
     for name, kernel in k.KERNELS.items():
         ir = compile_cuda(kernel.py_func, T.void, sigs[name], cc=(9, 0)).library.get_llvm_str()

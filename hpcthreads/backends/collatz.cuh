@@ -221,4 +221,86 @@ HD void add_offset(u64 shi, u64 slo, u64 off, u64 *hi, u64 *lo) {
     *hi = shi + (*lo < slo ? 1ULL : 0ULL);
 }
 
+/* The residue-slice verify (slicesieve.py; kernels slice_build and slice_walk) */
+#ifdef __CUDACC__
+#define MULHI64(a, b) __umul64hi((a), (b))
+#else
+#define MULHI64(a, b) ((u64)(((unsigned __int128)(a) * (b)) >> 64))
+#endif
+
+/* (hi, lo) * m + d modulo 2^128, as wideops.mul_add */
+HD void mul_add128(u64 *hi, u64 *lo, u64 m, u64 d) {
+    u64 rhi = MULHI64(*lo, m) + *hi * m, rlo = *lo * m + d;
+    *hi = rhi + (rlo < d ? 1ULL : 0ULL);
+    *lo = rlo;
+}
+
+/* (hi, lo) >> k for 0 < k < 64 */
+HD void shift_right128(u64 *hi, u64 *lo, u64 k) {
+    *lo = (*lo >> k) | (*hi << (64 - k));
+    *hi >>= k;
+}
+
+/* The least A with 2^K A + B >= t (0 when t <= B), as slicesieve.a_bound */
+HD u64 slice_a_bound(u64 thi, u64 tlo, u64 b, u64 kshift) {
+    if (thi == 0 && tlo <= b) return 0;
+    u64 dlo = tlo - b - 1, dhi = thi - (tlo < b + 1 ? 1ULL : 0ULL);
+    if ((dhi >> kshift) != 0) return ~0ULL;
+    return ((dlo >> kshift) | (dhi << (64 - kshift))) + 1;
+}
+
+/* T^bits(b) and its odd steps, step by step (slicesieve.steps_of_residue) */
+HD u64 residue_steps(u64 b, u64 bits, u64 *hi, u64 *lo) {
+    u64 c = 0;
+    *hi = 0;
+    *lo = b;
+    for (u64 s = 0; s < bits; ++s) {
+        if (*lo & 1) {
+            mul_add128(hi, lo, 3, 1);
+            c += 1;
+        }
+        halve(hi, lo);
+    }
+    return c;
+}
+
+/* The 3^2 sieve's classes: n mod 9 in 2, 4, 5, 8 */
+#define BAD_MOD9 ((1ULL << 2) | (1ULL << 4) | (1ULL << 5) | (1ULL << 8))
+/* The walk table: 2^WALK_BITS packed entries 3^c | d << 20 | steps << 40 (gpuslice.walk_entries) */
+#define WALK_BITS 11
+#define WALK_SIZE (1 << WALK_BITS)
+#define FIELD20 ((1ULL << 20) - 1)
+#define STOPPED_BIT (1ULL << 63)
+
+/* The walk from v, k2 steps per lookup: returns 1 when it stopped short (step bound, v near 2^128),
+ * 0 when v dropped below n; *steps bounds the glide (slicesieve.walk_bound) */
+HD int slice_walk_value(u64 nhi, u64 nlo, u64 vhi, u64 vlo, u64 *steps, u64 max_steps, const u64 *table,
+                        u64 limit_hi) {
+    for (;;) {
+        if (vhi >= limit_hi || *steps >= max_steps) return 1;
+        u64 e = table[vlo & (WALK_SIZE - 1)];
+        shift_right128(&vhi, &vlo, WALK_BITS);
+        mul_add128(&vhi, &vlo, e & FIELD20, (e >> 20) & FIELD20);
+        *steps += e >> 40;
+        if (less128(vhi, vlo, nhi, nlo)) return 0;
+    }
+}
+
+/* The exact glide of n from v, `steps` standard steps after n, one step at a time, knowing that v drops
+ * below n by step `bound` (slice_walk_value); 0 where a step would leave 128 bits. The values a sieve
+ * keeps stay at or above n for their first steps, so the first drop from v is n's glide */
+HD u64 slice_exact_glide(u64 nhi, u64 nlo, u64 vhi, u64 vlo, u64 steps, u64 bound) {
+    while (steps < bound) {
+        if (vlo & 1) {
+            if (too_big_for_odd_step(vhi, vlo)) return 0;
+            triple_plus_one(&vhi, &vlo);
+        } else {
+            halve(&vhi, &vlo);
+            if (less128(vhi, vlo, nhi, nlo)) return steps + 1;
+        }
+        steps += 1;
+    }
+    return 0;
+}
+
 #endif

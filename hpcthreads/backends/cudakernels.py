@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
+from hpcthreads.backends import cudaslice
+
 U64 = np.uint64
 ZERO = U64(0)
 ONE = U64(1)
@@ -386,4 +388,5 @@ KERNELS = {
     "verify_sieve_segments": verify_sieve_segments,
     "verify_sieve_numbers": verify_sieve_numbers,
     "thread_paths": thread_paths,
+    **cudaslice.KERNELS,
 }

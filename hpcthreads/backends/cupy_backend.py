@@ -19,6 +19,8 @@ KERNEL_NAMES = (
     "verify_sieve_segments",
     "verify_sieve_numbers",
     "thread_paths",
+    "slice_build",
+    "slice_walk",
 )
 BLOCK = 256
 # NVRTC's options; CuPy's kernel cache is keyed on them (cupycache.py compiles with the same)

@@ -1,6 +1,6 @@
 """What the GPU backends share: the launch plan of each job type, on the host.
 
-Both GPU backends (numba-cuda and cupy) have the same seven kernels with the
+Both GPU backends (numba-cuda and cupy) have the same nine kernels with the
 same arguments (collatz_kernels.cu describes them); a subclass only says how
 to allocate, copy and launch. Only small arrays come back per chunk: the
 histogram, per-segment maxima, the lists of overflowing offsets and the
@@ -13,6 +13,7 @@ device once per backend, the same cuts of a range (sieveplan), the same
 values walked before the sieve may skip any; after them the device walks
 only the table's entries that the extension and the 3^2 sieve leave, one
 run of entries per thread. Records, lists and `walked` equal numba-cpu's.
+Jobs cut by residue run the slice kernels (gpuslice.py).
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class SieveItems:
         )
 
 
+# A job cut by residue (2^16 residues, A in [4, 6]) with every rule on, for warm_up
+WARM_PLAN = SlicePlan(16, (4, 3, 6, 3), 1000, 0, 2, True, 5 << 16, 9 << 15, True)
+
+
 class BaseGPUBackend(BaseBackend):
     """Kernels on a device; subclasses implement `_zeros`, `_put`, `_get` and `_launch`."""
 
@@ -115,6 +120,14 @@ class BaseGPUBackend(BaseBackend):
     hist_len = 4096
     list_capacity = 1 << 16
     table_bits = 20
+    # The slice verify: tasks (a group of residues, A) of a walk launch, at least; threads that take
+    # them (a grid-stride loop); rows its report holds at first: at least this many, one per 2^shift
+    # (residue, A) pairs up to 32 per task (tasks of one residue report 8-12% of their pairs on the
+    # layouts of large jobs at 2^40 and 2^64, tasks of many far fewer); a fuller one is walked again
+    slice_tasks = 1 << 18
+    slice_threads = 1 << 20
+    slice_report_capacity = 1 << 16
+    slice_report_shift = 2
 
     def __init__(self) -> None:
         from hpcthreads.backends.steptables import powers_of_three
@@ -135,6 +148,7 @@ class BaseGPUBackend(BaseBackend):
         if "verify" in types:
             self.verify_range(1, 2, 10)
             self.verify_range(2**20, 64, 1000, 4, 2)  # the sieve's kernels
+            self.verify_slice(WARM_PLAN, 1 << 15, 0, (1 << 15) + 64, 1)  # the slice's kernels
         if "thread" in types:
             self.thread_paths(1, 2, 2)
 
@@ -349,10 +363,52 @@ class BaseGPUBackend(BaseBackend):
         return VerifyRaw(records, *lists, count)
 
     def verify_slice(self, plan: SlicePlan, bfirst: int, ifirst: int, blast: int, iend: int) -> SliceRaw:
-        """The numba-cpu slice kernel on this rank's CPU core (no GPU slice kernel here yet)."""
-        from hpcthreads.backends.numba_cpu import slice_kernel
+        """The slice built and walked on the device (slice_build, slice_walk); the few values whose
+        bound may make them candidates are settled here exactly (gpuslice)."""
+        from hpcthreads.backends import gpuslice
 
-        return slice_kernel(plan, bfirst, ifirst, blast, iend)
+        t, dev = self._slice_tables(plan.K, plan.extra)
+        items = gpuslice.residue_items(t, bfirst, blast)
+        count, kept = self._zeros(1, np.uint64), self._zeros(4 * max(items.count, 1), np.uint64)
+        self._launch("slice_build", items.count, *gpuslice.build_args(plan, t, items, dev, count, kept))
+        nkept = int(self._get(count)[0]) if items.count else 0
+        # In order of B, as numba-cpu takes the residues; the walk's tasks take groups of them in turn
+        kept_rows = self._get(kept)[: 4 * nkept].reshape(-1, 4)
+        kept_rows = kept_rows[np.argsort(kept_rows[:, 0], kind="stable")]
+        a0, _, a1, _ = plan.body
+        span = a1 - a0 + 1
+        ngroups = max(1, min(nkept, self.slice_tasks // span))
+        gsize = cdiv(max(nkept, 1), ngroups)
+        ntasks = ngroups * span if nkept else 0
+        cap = max(self.slice_report_capacity, min(nkept * span >> self.slice_report_shift, 32 * ntasks))
+        kept = self._put(kept_rows.reshape(-1) if nkept else np.zeros(4, np.uint64))
+        walk = gpuslice.walk_args(plan, t, (bfirst, ifirst, blast, iend), dev, kept)
+        while True:
+            sums, report = self._zeros(2, np.uint64), self._zeros(3 * cap, np.uint64)
+            tasks = (ntasks, span, gsize, nkept)
+            self._launch("slice_walk", min(ntasks, self.slice_threads), *tasks, *walk, sums, report, cap)
+            total = self._get(sums) if ntasks else np.zeros(2, np.uint64)
+            if total[1] <= cap:
+                break
+            cap = int(total[1])  # rarely: walk again with room for every row
+        rows = self._get(report)[: 3 * int(total[1])].reshape(-1, 3)
+        return gpuslice.settle_reports(plan, t, kept_rows, rows, int(total[0]))
+
+    def _slice_tables(self, K: int, extra: int) -> tuple:
+        """The slice sieve's tables (slicetables) and their device copies, once per K and extra bits."""
+        from hpcthreads.backends import gpuslice
+        from hpcthreads.backends.slicetables import per_value_extension, slice_tables
+
+        key = ("slice", K, extra)
+        if key not in self._sieves:
+            t = slice_tables(K)
+            if t.k2 != gpuslice.WALK_BITS or not t.e1:
+                raise ValueError(f"the GPU slice kernels take k2 = {gpuslice.WALK_BITS} and e1 > 0")
+            killx, _ = per_value_extension(K, extra)
+            host = (t.res, t.packed, t.kill1, t.ce1, t.de1, t.kill2, t.ce2, t.de2, t.p3lo)
+            host = (*host, gpuslice.walk_entries(t.k2), killx, t.p3hi)
+            self._sieves[key] = (t, tuple(self._put(a) for a in host))
+        return self._sieves[key]
 
     def thread_paths(self, start: int, count: int, max_depth: int) -> ThreadRaw:
         shi, slo = split_words(start)

@@ -13,7 +13,15 @@ import sys
 
 import pytest
 import reference as ref
-from gpucases import FIRST_OVER_64, FIRST_OVER_128, compare_backends, compare_sieved, walked_reference
+from gpucases import (
+    FIRST_OVER_64,
+    FIRST_OVER_128,
+    SLICE_CASES,
+    compare_backends,
+    compare_sieved,
+    compare_slices,
+    walked_reference,
+)
 
 from hpcthreads.backends import make_backend
 from hpcthreads.config import make_job
@@ -142,3 +150,14 @@ def test_run_verify_at_2_64_equals_numba_cpu_and_walks_only_survivors(tmp_path):
     assert gpu_results["jobs"] == cpu_results["jobs"]
     job = gpu_results["jobs"]["verify"]
     assert job["count"] == 10**6 and 0 < job["walked"] < job["count"] // 100
+
+
+@pytest.mark.parametrize("case", [0, 1, 2, 5])
+def test_slice_raw_results_equal_numba_cpu(gpu, cpu, case):
+    """slice_build and slice_walk (cudaslice.py) against numba-cpu's slice kernel, piece by piece."""
+    start, count, params = SLICE_CASES[case]
+    gpu.slice_threads = 96  # three simulated blocks, each loading the shared walk table
+    gpu.slice_tasks = {0: 1, 1: 40, 2: 1 << 18, 5: 1}[case]  # all residues per A, groups, one each
+    totals = compare_slices(gpu, cpu, {"start": start, "count": count, **params}, (1, 333, 4096))
+    assert totals[0] > 0 and totals[1] > 0
+    assert (totals[2] > 0) == ("max_steps" in params) and (totals[3] > 0) == (start > 2**65)
