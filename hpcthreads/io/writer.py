@@ -25,6 +25,7 @@ from hpcthreads import __version__
 from hpcthreads.errors import OutputError
 from hpcthreads.io import schema
 from hpcthreads.io.digest import summary_digest
+from hpcthreads.io.safewrite import create_new, refuse_link
 from hpcthreads.io.summaries import write_summary
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput, to_plain
 
@@ -68,6 +69,17 @@ def layout_attrs(run_attrs: dict[str, Any]) -> dict[str, Any]:
     }
     attrs.update(run_attrs)
     return attrs
+
+
+def claim_partial(path: Path, fresh: bool) -> None:
+    """Make a fresh partial file exclusively (never through a link), or refuse a link at a resumed one.
+
+    HDF5 opens a file by name and follows a symbolic link planted there.
+    """
+    if fresh:
+        os.close(create_new(path, "partial file"))
+    else:
+        refuse_link(path, "partial file")
 
 
 def mpi_available() -> bool:

@@ -9,6 +9,7 @@ records, histograms and maxima) and copies per-item data into place.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -21,7 +22,8 @@ from hpcthreads.errors import ConfigError
 from hpcthreads.io import schema
 from hpcthreads.io.digest import data_digest
 from hpcthreads.io.parts import ResultsPart
-from hpcthreads.io.paths import check_output_path
+from hpcthreads.io.paths import check_output_path, replace_output
+from hpcthreads.io.safewrite import temporary_beside
 from hpcthreads.io.writer import Finish, JobEnd, SerialWriter, layout_attrs
 from hpcthreads.tools.check import check_file
 from hpcthreads.workloads import make_workload
@@ -127,10 +129,19 @@ def check_parts(parts: Sequence[ResultsPart]) -> None:
 
 
 def write_merged(output: Path, plans: Sequence[Plan], parts: Sequence[ResultsPart]) -> None:
-    """Write the planned jobs into OUTPUT (through OUTPUT.partial, renamed when complete)."""
-    partial = output.with_name(output.name + ".partial")
+    """Write the planned jobs into OUTPUT (through a temporary file beside it, renamed when complete).
+
+    The temporary name is unpredictable and made exclusively: HDF5 would write
+    through a link planted at a fixed one, and OUTPUT.partial may be a run's.
+    """
+    fd, partial = temporary_beside(output)
+    os.close(fd)
     workloads = [make_workload(job) for job, _ in plans]
-    writer = SerialWriter(partial, workloads, create=True)
+    try:
+        writer = SerialWriter(partial, workloads, create=True)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     try:
         writer.create_layout(layout_attrs(_run_attrs([job for job, _ in plans], parts)))
         digests: dict[str, list] = {job.name: [] for job, _ in plans}
@@ -145,7 +156,8 @@ def write_merged(output: Path, plans: Sequence[Plan], parts: Sequence[ResultsPar
     except BaseException:
         writer.abandon()
         raise
-    partial.replace(output)
+    # Refused (OUTPUT became a link or a device meanwhile), the message names where the results are
+    replace_output(partial, output)
 
 
 def _write_job(
