@@ -24,7 +24,7 @@ import numpy as np
 from hpcthreads import __version__
 from hpcthreads.errors import OutputError
 from hpcthreads.io import schema
-from hpcthreads.io.digest import summary_digest
+from hpcthreads.io.digest import attrs_digest, summary_digest
 from hpcthreads.io.safewrite import create_new, refuse_link
 from hpcthreads.io.summaries import write_summary
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput, to_plain
@@ -159,6 +159,8 @@ class BaseWriter:
                 write_summary(group, end.summary)
                 self._write_extra(group, end.extra)
                 group.attrs["summary_digest"] = summary_digest(to_plain(end.summary), end.extra)
+                encoding = self.file.attrs.get("integer_encoding", "")
+                group.attrs["attrs_digest"] = attrs_digest(group.attrs, encoding)
             group.attrs["state"] = end.state
             if end.error:
                 group.attrs["error"] = end.error
