@@ -76,13 +76,20 @@ def test_a_link_at_the_checkpoints_old_temporary_name_is_left_alone(tmp_path, vi
     assert victim.read_bytes() == SECRET and out.is_file() and not out.is_symlink()
 
 
-def test_merge_never_writes_through_a_link_at_output_partial(tmp_path, victim, results):
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_merge_refuses_a_link_at_a_run_file_of_its_output(tmp_path, victim, results, force):
+    # OUTPUT.partial is a run's name, and earlier versions of merge wrote through it
     out = tmp_path / "merged.h5"
     os.symlink(victim, tmp_path / "merged.h5.partial")
-    cli("merge", str(out), str(results), check=True)
-    assert victim.read_bytes() == SECRET and out.is_file() and not out.is_symlink()
+    refused(cli("merge", str(out), str(results), *force), "partial file", "symbolic link")
+    assert victim.read_bytes() == SECRET and not out.exists()
     assert os.path.islink(tmp_path / "merged.h5.partial"), "someone else's file is not touched either"
-    assert [n for n in os.listdir(tmp_path) if n.endswith(".tmp")] == []
+
+
+def test_merge_leaves_no_temporary_file_behind(tmp_path, results):
+    out = tmp_path / "merged.h5"
+    cli("merge", str(out), str(results), check=True)
+    assert os.listdir(tmp_path) == ["merged.h5"] and out.is_file()
 
 
 def test_merge_refuses_a_link_as_its_output(tmp_path, victim, results):
