@@ -18,7 +18,8 @@
 #   HPCTHREADS_TASKS          array tasks submitted now (default 16)
 #   HPCTHREADS_CAMPAIGN_DIR   the campaign directory, on a shared filesystem (default:
 #                             campaign-<date>-<time>); an existing campaign is joined, not remade
-#   HPCTHREADS_OUTPUT         merged results file (default: <campaign dir>/merged.h5)
+#   HPCTHREADS_OUTPUT         merged results file, outside the campaign directory
+#                             (default: <campaign dir>.h5, beside it)
 #   HPCTHREADS_SBATCH_ARGS    extra sbatch options for the array tasks, split on spaces
 #                             (e.g. "--ntasks-per-node=64 --time=2:00:00")
 #   HPCTHREADS_ARRAY_LIMIT    most array tasks running at once (sbatch --array=...%LIMIT; default: no limit)
@@ -56,4 +57,4 @@ wait_flag=()
 # afterany: a task may fail or be cancelled while the others finish its units
 merge=$(sbatch --parsable "${wait_flag[@]}" --dependency="afterany:$array" \
     --output="$HPCTHREADS_CAMPAIGN_DIR/%x-%j.out" "$here/merge.sbatch" | tee "$HPCTHREADS_CAMPAIGN_DIR/slurm-merge-job")
-echo "merge job ${merge%%;*}: writes ${HPCTHREADS_OUTPUT:-$HPCTHREADS_CAMPAIGN_DIR/merged.h5}"
+echo "merge job ${merge%%;*}: writes ${HPCTHREADS_OUTPUT:-${HPCTHREADS_CAMPAIGN_DIR%/}.h5}"

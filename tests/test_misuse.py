@@ -259,6 +259,55 @@ def _stopped_run(tmp_path):
     return out, args
 
 
+def test_merge_into_a_stopped_runs_output_is_refused_and_leaves_the_run_resumable(tmp_path, small_file):
+    out, args = _stopped_run(tmp_path)
+    partial = out.with_name("stopped.h5.partial")
+    before = partial.read_bytes()
+    refused(cli("merge", str(out), str(small_file)), "a stopped run of", "--force")
+    assert partial.read_bytes() == before and not out.exists()
+    assert cli("status", str(out)).returncode == 3, "still a stopped run that --resume can finish"
+    # With --force, as `run --force`: the stopped run is discarded, the merged file takes its place
+    cli("merge", str(out), str(small_file), "--force", check=True)
+    assert not partial.exists() and not out.with_name("stopped.h5.ledger").exists()
+    assert cli("status", str(out)).returncode == 0
+
+
+def test_merge_into_a_live_runs_output_is_refused_before_anything_is_opened(tmp_path, small_file):
+    out = tmp_path / "live.h5"
+    first = _start_slow_run(out)
+    try:
+        partial = out.with_name("live.h5.partial")
+        size = partial.stat().st_size
+        for extra in ([], ["--force"]):
+            refused(
+                cli("merge", str(out), str(small_file), *extra), f"a run is writing {out} (pid {first.pid}"
+            )
+        assert first.poll() is None and partial.stat().st_size >= size and not out.exists()
+    finally:
+        kill_run(first, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("where", ["out.h5", "parts/out.h5", "done/out.h5", "link/out.h5"])
+@pytest.mark.parametrize("force", [[], ["--force"]])
+def test_campaign_merge_never_writes_inside_the_campaign(tmp_path, where, force):
+    jobs = tmp_path / "j.yaml"
+    jobs.write_text("jobs:\n  - {name: a, type: collatz, parameters: {count: 100}}\n")
+    camp = tmp_path / "camp"
+    cli("campaign", "create", str(camp), str(jobs), "--units", "2", check=True)
+    (tmp_path / "link").symlink_to(camp)  # the campaign reached through a link
+    before = sorted(str(p.relative_to(camp)) for p in camp.rglob("*"))
+    proc = cli(
+        "campaign",
+        "merge",
+        str(camp),
+        "-o",
+        str(tmp_path / where if where.startswith("link") else camp / where),
+        *force,
+    )
+    refused(proc, "is inside the campaign directory")
+    assert sorted(str(p.relative_to(camp)) for p in camp.rglob("*")) == before
+
+
 @pytest.mark.parametrize("damage", [b'{"bad', b"\xff\xfe\x00"])
 def test_status_and_resume_name_a_damaged_checkpoint_and_leave_it(tmp_path, damage):
     out, args = _stopped_run(tmp_path)

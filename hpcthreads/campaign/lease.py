@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcthreads.campaign.store import Campaign, Unit
+from hpcthreads.io.safewrite import temporary_beside, write_replacing
 
 log = logging.getLogger("hpcthreads")
 
@@ -66,8 +67,8 @@ def identity() -> dict[str, Any]:
 
 def server_now(folder: Path) -> float:
     """The time by the clock that stamps files in `folder` (the file server's, on NFS)."""
-    probe = folder / f".now.{socket.gethostname()}.{os.getpid()}.{threading.get_ident()}"
-    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # A private file of an unpredictable name: one named after the host and pid could be a planted link
+    fd, probe = temporary_beside(folder / ".now")
     try:
         os.write(fd, b"t")
         return os.fstat(fd).st_mtime
@@ -277,9 +278,7 @@ class HolderFile:
     def write(self, **changes: Any) -> float:
         """Record the changes; returns the server's time of the write."""
         self.info.update(changes, seen=time.time())
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.info), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_replacing(self.path, json.dumps(self.info), "holder record")
         return self.path.stat().st_mtime
 
     def leave(self) -> None:

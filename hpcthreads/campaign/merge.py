@@ -11,13 +11,17 @@ from hpcthreads.config import Job, comparable
 from hpcthreads.errors import ConfigError
 from hpcthreads.io import schema
 from hpcthreads.io.parts import ResultsPart
-from hpcthreads.io.paths import check_output_path
-from hpcthreads.tools.merge import check_parts, merged_job, write_merged
+from hpcthreads.tools.merge import check_parts, claim_output, merged_job, write_merged
 
 
 def merge_campaign(root: Path | str, output: Path, force: bool = False) -> list[Job]:
-    """Write OUTPUT from every unit's part; refuses a campaign with a unit not done."""
+    """Write OUTPUT from every unit's part; refuses a campaign with a unit not done.
+
+    OUTPUT may not be inside the campaign directory, even with `force`: it
+    could replace a part, a record or the campaign file, or be taken for one.
+    """
     campaign = Campaign.open(root)
+    _refuse_inside(campaign.root, Path(output))
     done = campaign.done_ids()
     missing = [unit.id for unit in campaign.units if unit.id not in done]
     if missing:
@@ -35,8 +39,7 @@ def merge_campaign(root: Path | str, output: Path, force: bool = False) -> list[
                 f"{path.name or '(none named)'} is missing; remove done/{unit.id} to have it computed again"
             )
         paths[unit.id] = path
-    check_output_path(output, force, list(paths.values()))
-    with ExitStack() as stack:
+    with claim_output(Path(output), force, list(paths.values())), ExitStack() as stack:
         parts = {uid: stack.enter_context(ResultsPart(path)) for uid, path in paths.items()}
         try:
             check_parts(list(parts.values()))
@@ -63,6 +66,17 @@ def merge_campaign(root: Path | str, output: Path, force: bool = False) -> list[
             plans.append((job, [(by_piece[id(piece)], piece) for _, piece in ordered]))
         write_merged(Path(output), plans, list(parts.values()))
     return list(campaign.jobs)
+
+
+def _refuse_inside(root: Path, output: Path) -> None:
+    # Resolved through every link of the directories above it: OUTPUT itself need not exist yet
+    where = output.parent.resolve() / output.name
+    inside = Path(root).resolve()
+    if where == inside or inside in where.parents:
+        raise ConfigError(
+            f"campaign merge: -o {str(output)!r} is inside the campaign directory {str(root)!r}; "
+            "write the merged file elsewhere"
+        )
 
 
 def _key(job: Job) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from hpcthreads.campaign.lease import newest_leases, server_now
 from hpcthreads.campaign.store import Campaign
+from hpcthreads.io.safewrite import write_replacing
 from hpcthreads.runtime.monitor import label_value
 
 log = logging.getLogger("hpcthreads")
@@ -201,7 +202,5 @@ def write_metrics(status: dict[str, Any], folder: Path) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / METRICS_FILE
-    tmp = folder / f".{METRICS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(render_metrics(status), encoding="utf-8")
-    os.replace(tmp, path)
+    write_replacing(path, render_metrics(status), "metrics file")
     return path

@@ -25,6 +25,7 @@ from typing import Any
 from hpcthreads import __version__
 from hpcthreads.config import Job, make_job
 from hpcthreads.errors import ConfigError, OutputError
+from hpcthreads.io.safewrite import temporary_beside
 
 CAMPAIGN_FILE = "campaign.json"
 FORMAT = 1
@@ -178,12 +179,14 @@ def publish(path: Path, text: str) -> bool:
     False when another process made `path` first. `link` is atomic and
     exclusive on local filesystems, NFS and parallel filesystems alike.
     """
-    tmp = path.with_name(f".{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    # An unpredictable private name, made exclusively: a link planted at a name derived from the
+    # host and pid (both published in holders/) would have been written through
+    fd, tmp = temporary_beside(path)
     try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.link(tmp, path)
     except FileExistsError:
         return False

@@ -12,6 +12,11 @@ a defence against someone who wants to forge results.
 - A job's summary digest covers its merged summary as plain JSON (the form
   the ledger holds) and its overflow tables; it is the job attribute
   `summary_digest`.
+- A job's attribute digest covers the attributes that say where its data
+  lies and how to read it (MEANING_ATTRS: its type, start, size, parameters,
+  ...) and the file's integer encoding; it is the job attribute
+  `attrs_digest`. Data and summary may be intact while a changed `start`
+  makes every n read from them wrong.
 - A ledger line, and the checkpoint, carry their own digest as a last key,
   `check`.
 """
@@ -25,6 +30,27 @@ from typing import Any
 import numpy as np
 
 from hpcthreads.io.schema import decode_int
+
+# Job attributes that locate or interpret its data and summary (those a job type has)
+MEANING_ATTRS = (
+    "type",
+    "start",
+    "size",
+    "count",
+    "thread_count",
+    "max_depth",
+    "max_steps",
+    "store",
+    "high_word",
+    "parameters",
+)
+
+
+def attrs_digest(attrs: Any, integer_encoding: Any) -> int:
+    """The digest of a job group's MEANING_ATTRS as stored (read back: `attrs` is the group's)."""
+    values = {name: str(attrs[name]) for name in MEANING_ATTRS if name in attrs}
+    text = json.dumps({"attrs": values, "integer_encoding": str(integer_encoding)}, sort_keys=True)
+    return zlib.crc32(text.encode())
 
 
 def data_digest(arrays: dict[str, np.ndarray], dtypes: dict[str, str]) -> int:

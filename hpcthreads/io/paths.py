@@ -93,6 +93,9 @@ def check_output_path(
     kind = kind_of(path)
     if kind is not None and kind != "file":
         raise OutputError(f"{what} {text!r} is a {kind}; hpcthreads only replaces regular files")
+    if path.is_symlink():
+        # Planted or not, a link is not the regular file an output replaces
+        raise OutputError(f"{what} {text!r} is a symbolic link; hpcthreads only replaces regular files")
     for source in inputs:
         if kind is not None and Path(source).exists() and os.path.samefile(path, source):
             raise OutputError(f"{what} {text!r} is also an input ({str(source)!r}); write elsewhere")
@@ -106,7 +109,8 @@ def check_output_path(
 def replace_output(finished: Path, output: Path) -> None:
     """Rename a finished file over `output`, checking again that only a regular file is replaced."""
     kind = kind_of(output)
-    if kind is not None and kind != "file":
+    if kind is not None and (kind != "file" or output.is_symlink()):
+        kind = "symbolic link" if output.is_symlink() else kind
         raise OutputError(
             f"{str(output)!r} became a {kind} during the run; the results stay in {str(finished)!r}"
         )

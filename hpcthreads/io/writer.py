@@ -24,7 +24,8 @@ import numpy as np
 from hpcthreads import __version__
 from hpcthreads.errors import OutputError
 from hpcthreads.io import schema
-from hpcthreads.io.digest import summary_digest
+from hpcthreads.io.digest import attrs_digest, summary_digest
+from hpcthreads.io.safewrite import create_new, refuse_link
 from hpcthreads.io.summaries import write_summary
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput, to_plain
 
@@ -68,6 +69,17 @@ def layout_attrs(run_attrs: dict[str, Any]) -> dict[str, Any]:
     }
     attrs.update(run_attrs)
     return attrs
+
+
+def claim_partial(path: Path, fresh: bool) -> None:
+    """Make a fresh partial file exclusively (never through a link), or refuse a link at a resumed one.
+
+    HDF5 opens a file by name and follows a symbolic link planted there.
+    """
+    if fresh:
+        os.close(create_new(path, "partial file"))
+    else:
+        refuse_link(path, "partial file")
 
 
 def mpi_available() -> bool:
@@ -147,6 +159,8 @@ class BaseWriter:
                 write_summary(group, end.summary)
                 self._write_extra(group, end.extra)
                 group.attrs["summary_digest"] = summary_digest(to_plain(end.summary), end.extra)
+                encoding = self.file.attrs.get("integer_encoding", "")
+                group.attrs["attrs_digest"] = attrs_digest(group.attrs, encoding)
             group.attrs["state"] = end.state
             if end.error:
                 group.attrs["error"] = end.error

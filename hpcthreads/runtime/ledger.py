@@ -42,6 +42,7 @@ from typing import Any
 
 from hpcthreads.errors import OutputError
 from hpcthreads.io.digest import checked, with_check
+from hpcthreads.io.safewrite import open_nofollow, write_replacing
 
 LEDGER_SUFFIX = ".ledger"
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -153,21 +154,18 @@ def remove(output: Path) -> None:
 
 
 def _fsync_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a full disk leaves nothing half written behind
-        raise
+    # An unpredictable temporary name, fsync'd and renamed; a full disk leaves nothing half written
+    write_replacing(path, text, "checkpoint", sync=True)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _open_ledger(path: Path, flag: int) -> Any:
+    """The ledger for appending or emptied (FLAG), created if missing; never through a planted link."""
+    return os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_CREAT | flag, "ledger"), "a", encoding="utf-8")
 
 
 def load(output: Path, merge: Any) -> LedgerState:
@@ -291,7 +289,7 @@ class LedgerWriter:
             # A resumed run is no longer stopped
             state.stopped = ""
             self.snapshot()
-        self.handle = open(self.ledger_path, "a", encoding="utf-8")
+        self.handle = _open_ledger(self.ledger_path, os.O_APPEND)
 
     def append(
         self,
@@ -393,7 +391,7 @@ class LedgerWriter:
             self.handle.truncate(0)
             self.handle.seek(0)
         else:
-            self.ledger_path.write_text("")
+            _open_ledger(self.ledger_path, os.O_TRUNC).close()
         self.next_snapshot = self.clock() + self.interval
 
     def close(self) -> None:

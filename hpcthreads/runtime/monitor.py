@@ -245,11 +245,13 @@ class Metrics:
         return "\n".join(out) + "\n"
 
     def write(self, snap: Snapshot, rate: float) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        from hpcthreads.errors import OutputError
+        from hpcthreads.io.safewrite import write_replacing
+
+        # An unpredictable temporary name beside the file, then a rename: never through a planted link
         try:
-            tmp.write_text(self.render(snap, rate), encoding="utf-8")
-            os.replace(tmp, self.path)
-        except OSError as exc:
+            write_replacing(self.path, self.render(snap, rate), "metrics file")
+        except (OSError, OutputError) as exc:
             log.warning("cannot write metrics to %s: %s", self.path, exc)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from hpcthreads.errors import OutputError
 from hpcthreads.io.paths import holder, kind_of, lock_path
+from hpcthreads.io.safewrite import open_nofollow, refuse_link
 
 __all__ = ["OutputLock", "holder", "lock_path"]
 
@@ -36,12 +37,14 @@ class OutputLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise OutputError naming the run that holds it."""
+        refuse_link(self.path, "lock")
         kind = kind_of(self.path)
         if kind not in (None, "file"):
             raise OutputError(f"{str(self.path)!r} is a {kind}; it is where a run keeps its lock")
         while True:
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                # Never through a link planted at the name: flock and the pid would go to its target
+                fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT, "lock")
             except OSError as exc:
                 raise OutputError(f"cannot create the lock {str(self.path)!r} ({exc.strerror})") from None
             try:

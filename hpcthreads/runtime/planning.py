@@ -53,11 +53,16 @@ def choose_io(requested: str, size: int) -> str:
 def make_plan(config: RunConfig, size: int) -> Plan:
     from hpcthreads.backends import backend_class
     from hpcthreads.io.paths import check_output_path
+    from hpcthreads.io.safewrite import refuse_link
 
     if config.backend != "auto":
         backend_class(config.backend)  # an unknown name is refused before any file is made
     output = Path(config.output)
     plan = Plan(output, partial_path(output), choose_io(config.io, size))
+    # A link at one of the run's own files is someone else's doing: neither read as a stopped run,
+    # nor removed by --force, nor written through
+    for path, what in zip((plan.partial, *ledger.paths(output)), ("partial file", "ledger", "checkpoint")):
+        refuse_link(path, what)
     if output.exists() and ledger.exists(output) and not plan.partial.exists():
         # A run that was killed between renaming its file and removing its ledger is complete
         ledger.remove(output)

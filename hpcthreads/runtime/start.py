@@ -210,8 +210,13 @@ def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> tuple[Plan, Ou
 def _open_writer(
     comm: Any, rank: int, plan: Plan, workloads: list, config: RunConfig, tree: topology.Topology
 ) -> Any:
-    from hpcthreads.io.writer import MPIOWriter, SerialWriter, layout_attrs
+    from hpcthreads.io.writer import MPIOWriter, SerialWriter, claim_partial, layout_attrs
 
+    # HDF5 follows links: the partial file is made here, exclusively, or checked not to be one
+    if plan.io == "mpio":
+        rank0_answer(comm, lambda: claim_partial(plan.partial, plan.fresh))
+    elif rank == 0:
+        claim_partial(plan.partial, plan.fresh)
     if plan.io == "mpio":
         writer = MPIOWriter(plan.partial, workloads, plan.fresh, comm)
     elif rank == 0:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hpcthreads.io import schema
-from hpcthreads.io.digest import summary_digest, verify_rows
+from hpcthreads.io.digest import MEANING_ATTRS, attrs_digest, summary_digest, verify_rows
 from hpcthreads.io.results import Results
 from hpcthreads.io.summaries import load_summary
 from hpcthreads.workloads.base import to_plain
@@ -49,6 +50,21 @@ def _maxima_differ(summary: object, shown: dict) -> bool:
     return False
 
 
+def _check_attrs(report: CheckReport, results: Results, name: str, group: Any, complete: bool) -> None:
+    """A complete job's attributes that locate or interpret its data, against their digest."""
+    attrs = group.attrs
+    if not complete:
+        return
+    if "attrs_digest" not in attrs:
+        report.notes.append(f"job {name!r}: no checksum of its attributes (written by an earlier version)")
+    elif attrs_digest(attrs, results.attrs.get("integer_encoding", "")) != int(attrs["attrs_digest"]):
+        changed = ", ".join(n for n in MEANING_ATTRS if n in attrs)
+        report.problems.append(
+            f"job {name!r}: the attributes that say where its data lies and how to read it were changed "
+            f"(one of {changed})"
+        )
+
+
 def check_file(path: Path) -> CheckReport:
     """Verify every checksum of the results file `path`."""
     report = CheckReport(Path(path))
@@ -77,6 +93,7 @@ def check_file(path: Path) -> CheckReport:
                     report.problems.append(f"job {job.name!r}: its maxima disagree with its records")
             elif complete:
                 report.notes.append(f"job {job.name!r}: no summary checksum (written by an earlier version)")
+            _check_attrs(report, results, job.name, group, complete)
             if not job.datasets():
                 continue
             if digests is None or job.name not in digests:

@@ -8,6 +8,7 @@ written as decimal text.
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 from hpcthreads.errors import ConfigError, OutputError
 from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.results import BLOCK_ROWS, JobResults, Results
+from hpcthreads.io.safewrite import replacing
 
 Table = tuple[list[str], Iterator[list[list[Any]]]]
 
@@ -128,11 +130,15 @@ def _make_folder(folder: Path) -> None:
 
 
 def _write_csv(path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    # Written beside it under a temporary name, then renamed: never through a link at PATH
+    with replacing(path, "exported table") as raw:
+        handle = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         writer = csv.writer(handle)
         writer.writerow(header)
         for block in blocks:
             writer.writerows(block)
+        handle.flush()
+        handle.detach()
 
 
 def _write_parquet(path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
@@ -142,13 +148,14 @@ def _write_parquet(path: Path, header: list[str], blocks: Iterator[list[list[Any
     except ImportError:
         raise ConfigError("--parquet needs pyarrow: pip install pyarrow (or 'hpcthreads[export]')") from None
     writer = None
-    try:
-        for block in blocks:
-            columns = list(zip(*block)) if block else [[] for _ in header]
-            batch = pa.table({name: pa.array(list(col)) for name, col in zip(header, columns)})
-            if writer is None:
-                writer = pq.ParquetWriter(path, batch.schema)
-            writer.write_table(batch)
-    finally:
-        if writer is not None:
-            writer.close()
+    with replacing(path, "exported table") as handle:
+        try:
+            for block in blocks:
+                columns = list(zip(*block)) if block else [[] for _ in header]
+                batch = pa.table({name: pa.array(list(col)) for name, col in zip(header, columns)})
+                if writer is None:
+                    writer = pq.ParquetWriter(handle, batch.schema)
+                writer.write_table(batch)
+        finally:
+            if writer is not None:
+                writer.close()

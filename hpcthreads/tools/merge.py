@@ -9,19 +9,21 @@ records, histograms and maxima) and copies per-item data into place.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from hpcthreads import __version__
 from hpcthreads.config import PARAMETERS, SPEED_ONLY_PARAMETERS, Job, make_job
-from hpcthreads.errors import ConfigError
+from hpcthreads.errors import ConfigError, OutputError
 from hpcthreads.io import schema
 from hpcthreads.io.digest import data_digest
 from hpcthreads.io.parts import ResultsPart
-from hpcthreads.io.paths import check_output_path
+from hpcthreads.io.paths import PARTIAL_SUFFIX, check_output_path, replace_output
+from hpcthreads.io.safewrite import refuse_link, temporary_beside
 from hpcthreads.io.writer import Finish, JobEnd, SerialWriter, layout_attrs
 from hpcthreads.tools.check import check_file
 from hpcthreads.workloads import make_workload
@@ -113,13 +115,44 @@ def merge_files(output: Path, inputs: Sequence[Path], force: bool = False) -> li
     """Write OUTPUT from the results files INPUTS; returns the merged jobs."""
     if not inputs:
         raise ConfigError("merge: give at least one input file")
-    check_output_path(output, force, inputs)
-    with ExitStack() as stack:
+    with claim_output(Path(output), force, inputs), ExitStack() as stack:
         parts = [stack.enter_context(ResultsPart(path)) for path in inputs]
         check_parts(parts)
         plans = plan_merge(parts)
         write_merged(Path(output), plans, parts)
     return [job for job, _ in plans]
+
+
+@contextmanager
+def claim_output(output: Path, force: bool, inputs: Sequence[Path]) -> Iterator[None]:
+    """Hold OUTPUT as `run` would before anything is written: its lock, and no stopped run under it.
+
+    Refused, as by `run`: a path that is not a regular file (a link, a device,
+    one of `inputs`), an existing file without `force`, a run that is writing
+    OUTPUT (its lock), and a stopped run of OUTPUT without `force` (with it,
+    the stopped run's files are removed, as `run --force` does).
+    """
+    from hpcthreads.runtime import ledger
+    from hpcthreads.runtime.outputlock import OutputLock
+
+    check_output_path(output, force, inputs)
+    partial = output.with_name(output.name + PARTIAL_SUFFIX)
+    for path, what in zip((partial, *ledger.paths(output)), ("partial file", "ledger", "checkpoint")):
+        refuse_link(path, what)
+    lock = OutputLock(output)
+    lock.acquire()
+    try:
+        if partial.exists() or ledger.exists(output):
+            if not force:
+                raise OutputError(
+                    f"a stopped run of {output} exists ({partial.name}); finish it with run --resume, "
+                    "or merge with --force to discard it"
+                )
+            partial.unlink(missing_ok=True)
+            ledger.remove(output)
+        yield
+    finally:
+        lock.release()
 
 
 def check_parts(parts: Sequence[ResultsPart]) -> None:
@@ -134,10 +167,19 @@ def check_parts(parts: Sequence[ResultsPart]) -> None:
 
 
 def write_merged(output: Path, plans: Sequence[Plan], parts: Sequence[ResultsPart]) -> None:
-    """Write the planned jobs into OUTPUT (through OUTPUT.partial, renamed when complete)."""
-    partial = output.with_name(output.name + ".partial")
+    """Write the planned jobs into OUTPUT (through a temporary file beside it, renamed when complete).
+
+    The temporary name is unpredictable and made exclusively: HDF5 would write
+    through a link planted at a fixed one, and OUTPUT.partial may be a run's.
+    """
+    fd, partial = temporary_beside(output)
+    os.close(fd)
     workloads = [make_workload(job) for job, _ in plans]
-    writer = SerialWriter(partial, workloads, create=True)
+    try:
+        writer = SerialWriter(partial, workloads, create=True)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     try:
         writer.create_layout(layout_attrs(_run_attrs([job for job, _ in plans], parts)))
         digests: dict[str, list] = {job.name: [] for job, _ in plans}
@@ -152,7 +194,8 @@ def write_merged(output: Path, plans: Sequence[Plan], parts: Sequence[ResultsPar
     except BaseException:
         writer.abandon()
         raise
-    partial.replace(output)
+    # Refused (OUTPUT became a link or a device meanwhile), the message names where the results are
+    replace_output(partial, output)
 
 
 def _write_job(

@@ -16,6 +16,7 @@ from hpcthreads.errors import OutputError
 from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.reader import read_results
 from hpcthreads.io.results import JobResults, Results
+from hpcthreads.io.safewrite import replacing, write_replacing
 from hpcthreads.tools.inspection import format_summary
 
 # Most thread paths drawn in the tree figure
@@ -50,7 +51,9 @@ def _save(fig: Any, path: Path, figures: list[Path]) -> None:
     # A figure with its own layout engine (constrained: a legend outside the axes) keeps it
     if fig.get_layout_engine() is None:
         fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
+    # Drawn into a temporary file beside PATH, then renamed: never through a link at PATH
+    with replacing(path, "report file") as handle:
+        fig.savefig(handle, dpi=DPI, format="png")
     _pyplot().close(fig)
     figures.append(path)
 
@@ -241,7 +244,7 @@ def _build(output: Path, folder: Path, with_html: bool, summary: dict, force: bo
     report = Report(text, figures)
     if html_path is not None:
         report.html = html_path
-        html_path.write_text(_html(output, text, figures), encoding="utf-8")
+        write_replacing(html_path, _html(output, text, figures), "report file")
     return report
 
 
