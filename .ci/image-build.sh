@@ -15,11 +15,20 @@
 #                             (default /var/tmp/hpcthreads-SUITE-rootfs.tar)
 #   HPCTHREADS_IMAGE_INSTALL  1 (default): apt-get install podman and its helpers when missing
 #   HPCTHREADS_BUILD_ARGS     more arguments for `podman build`, split on spaces (e.g. --no-cache)
+#   HPCTHREADS_WHEELS         a folder of mpi4py and h5py wheels, as scripts/install-parallel-h5py.sh
+#                             keeps them when given the same variable (CI: those of .venv-mpio);
+#                             mounted read-only into the build, whose install script installs them
+#                             when they were built for the image's Python minor version and Debian
+#                             MPICH/HDF5 packages, and compiles both from source otherwise (as it
+#                             does without the variable)
 #
 # podman needs /etc/containers/containers.conf with the runc runtime (crun fails on hosts with
 # hybrid cgroups) and ulimits no higher than the host's hard limits (raising them is not
 # permitted in CI); the file is written when absent and left alone when it exists. Inside the
 # build, PyPI is reached over HTTPS with the host's CA bundle, mounted read-only.
+#
+# The Debian base is bootstrapped once: its root filesystem is kept in HPCTHREADS_BASE_TAR and
+# imported from there when podman no longer has the image (delete the file to bootstrap again).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +39,7 @@ base_tar=${HPCTHREADS_BASE_TAR:-/var/tmp/hpcthreads-$suite-rootfs.tar}
 install=${HPCTHREADS_IMAGE_INSTALL:-1}
 read -r -a build_args <<<"${HPCTHREADS_BUILD_ARGS:-}"
 ca_bundle=/etc/ssl/certs/ca-certificates.crt
+wheels=${HPCTHREADS_WHEELS:-}
 conf=/etc/containers/containers.conf
 packages=(podman runc fuse-overlayfs uidmap slirp4netns mmdebstrap ca-certificates)
 
@@ -89,8 +99,18 @@ if ! podman image exists "$base"; then
 fi
 
 [[ -r $ca_bundle ]] || fail "no CA bundle at $ca_bundle (apt-get install ca-certificates)"
+mounts=(-v "$ca_bundle:$ca_bundle:ro")
+# The wheels, where the Dockerfile looks for them (a path relative to the caller's directory)
+if [[ -n $wheels ]]; then
+    if [[ -d $wheels ]]; then
+        mounts+=(-v "$(cd "$wheels" && pwd):/tmp/hpcthreads-wheels:ro")
+        echo "image-build: mpi4py and h5py wheels from $wheels (reused if they fit the image)"
+    else
+        echo "image-build: note: HPCTHREADS_WHEELS=$wheels is not a folder; mpi4py and h5py compile in the build" >&2
+    fi
+fi
 cd "$root"
 # --format docker: the OCI format has no SHELL, and podman would run every RUN without pipefail
 step "building $image on $base" podman build --format docker -f containers/Dockerfile --build-arg "BASE=$base" \
-    -v "$ca_bundle:$ca_bundle:ro" -t "$image" "${build_args[@]}" .
+    "${mounts[@]}" -t "$image" "${build_args[@]}" .
 podman image ls "$image"
