@@ -139,6 +139,8 @@ class Coordinator(BaseDispatcher):
     def whole_summary(self, index: int) -> Any:
         """Job INDEX's merged summary with its union fields filled in: for snapshots and the job's end."""
         grown = self.grown[index]
+        if not grown:
+            return self.summaries[index]  # a job type without union fields
         for name, values in grown.items():
             # Kept sorted and unique: the next sort finds one long run and merges the new tail into it
             grown[name] = sorted(set(values))
