@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,17 @@ from hpcthreads import __version__
 from hpcthreads.campaign.cli import campaign as campaign_group
 from hpcthreads.campaign.lease import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
 from hpcthreads.config import JOB_TYPES, RunConfig
-from hpcthreads.errors import ConfigError, HPCThreadsError, message_of, shown
+from hpcthreads.errors import (
+    ConfigError,
+    HPCThreadsError,
+    Interrupted,
+    OutputError,
+    message_of,
+    raise_for_signal,
+    shown,
+    stopped_line,
+)
+from hpcthreads.io.space import is_disk_full
 from hpcthreads.runtime.topology import AUTO_MIN_RANKS
 from hpcthreads.shorthand import jobs_from, shorthand_options
 
@@ -64,7 +75,52 @@ def _fail(exc: HPCThreadsError) -> None:
     sys.exit(exc.exit_code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _interrupted(signum: int) -> None:
+    """End the command for a signal that came before it had anything to save: one line, 128 + signum.
+
+    A run that has finished chunks stops through its own handlers instead, and
+    exits 75 (resumable). Under mpiexec every rank got the signal: the run ends
+    on all of them.
+    """
+    code = 128 + signum
+    mpi = sys.modules.get("mpi4py.MPI")
+    world = mpi.COMM_WORLD if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized() else None
+    if world is None or world.Get_rank() == 0:
+        click.echo(stopped_line(signum), err=True)
+    if world is not None and world.Get_size() > 1:
+        from hpcthreads.runtime.mpiutil import abort_world
+
+        abort_world(world, code)
+    sys.exit(code)
+
+
+class _Main(click.Group):
+    """The command group, which also turns signals and full disks met anywhere into one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        # SIGTERM (a scheduler's stop, `kill`) unwinds as Ctrl-C does: temporary files are removed
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        for sig, handler in previous.items():
+            if handler in (signal.SIG_DFL, signal.default_int_handler):
+                signal.signal(sig, raise_for_signal)
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            _interrupted(signal.SIGINT)
+        except Interrupted as exc:
+            _interrupted(exc.signum)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            where = exc.filename or "a file"
+            _fail(OutputError(f"no space left on the disk writing {where} ({exc.strerror})"))
+        finally:
+            for sig, handler in previous.items():
+                if signal.getsignal(sig) is raise_for_signal and handler is not raise_for_signal:
+                    signal.signal(sig, handler)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="hpcthreads")
 def main() -> None:
     """Collatz (3n+1) range analysis, verification and thread trajectories, on one

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+import signal
 from typing import Any
 
 # The longest quotation of an input in a message: job files and results files can hold anything,
@@ -36,6 +37,45 @@ class JobFailedError(HPCThreadsError):
 
 class BackendError(HPCThreadsError):
     """A compute backend was asked for but cannot run here."""
+
+
+class Interrupted(BaseException):  # noqa: N818 - a stop, like KeyboardInterrupt, not an error
+    """A signal (SIGTERM) that ends a command which has nothing it could still save.
+
+    A BaseException, as KeyboardInterrupt is: no `except Exception` stops it
+    on its way out, and every `finally` and cleanup on the way runs.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# Signals received while the command could only stop by raising (see `raise_for_signal`)
+_received: list[int] = []
+
+
+def raise_for_signal(signum: int, _frame: Any = None) -> None:
+    """A signal handler: remember the signal, then unwind (KeyboardInterrupt for SIGINT).
+
+    The exception can be lost where Python cannot pass it on (a callback from
+    compiled code, as Numba's compiler makes): whoever installs a graceful
+    handler later asks `received_signal` and stops all the same.
+    """
+    _received.append(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Interrupted(signum)
+
+
+def stopped_line(signum: int) -> str:
+    """What a command that a signal ended before it could save anything says."""
+    return f"hpcthreads: stopped by {signal.Signals(signum).name}; no file was left half written"
+
+
+def received_signal() -> int | None:
+    """The first signal `raise_for_signal` handled in this process, if any."""
+    return _received[0] if _received else None
 
 
 class _BoundedRepr(reprlib.Repr):

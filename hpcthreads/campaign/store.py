@@ -26,6 +26,7 @@ from hpcthreads import __version__
 from hpcthreads.config import Job, make_job
 from hpcthreads.errors import ConfigError, OutputError
 from hpcthreads.io.safewrite import temporary_beside
+from hpcthreads.io.space import full_error, is_disk_full
 
 CAMPAIGN_FILE = "campaign.json"
 FORMAT = 1
@@ -168,7 +169,14 @@ def create_campaign(
         "units": [{"id": u.id, "job": u.job, "offset": u.offset, "count": u.count} for u in units],
     }
     # Written whole under a private name, then linked into place: two creators cannot both succeed
-    if not publish(root / CAMPAIGN_FILE, json.dumps(document, indent=1)):
+    try:
+        made = publish(root / CAMPAIGN_FILE, json.dumps(document, indent=1))
+    except OSError as exc:
+        if is_disk_full(exc):
+            hint = "no campaign was made: make room, then create it again"
+            raise full_error(root / CAMPAIGN_FILE, then=hint) from None
+        raise OutputError(f"cannot write {root / CAMPAIGN_FILE} ({exc.strerror})") from None
+    if not made:
         raise ConfigError(f"{str(root)!r} is already a campaign (made at the same time by another process)")
     return Campaign(root, document)
 

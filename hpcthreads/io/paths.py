@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import stat
 from collections.abc import Iterable
 from pathlib import Path
@@ -39,6 +40,9 @@ def holder(output: Path) -> str | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = os.pread(fd, 4096, 0).decode("utf-8", "replace").strip()
+            # This very process (a run reading its own partial file) is not "another run"
+            if text.startswith(f"pid {os.getpid()} on {socket.gethostname()},"):
+                return None
             return text or "another process"
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None

@@ -67,6 +67,58 @@ def temporary_beside(path: Path | str) -> tuple[int, Path]:
     return fd, Path(name)
 
 
+class Staged:
+    """Files written under temporary names, renamed over their final names together at the end.
+
+    Several files that make one result (an export's tables) appear all at
+    once or not at all: an interrupt or an error before `commit` leaves every
+    final name as it was.
+    """
+
+    def __init__(self, sync: bool = False) -> None:
+        self.sync = sync
+        self.pairs: list[tuple[Path, Path]] = []
+
+    @contextmanager
+    def replacing(self, path: Path | str, what: str = "file") -> Iterator[IO[bytes]]:
+        """Write the new content of PATH into the file this yields (renamed over PATH at `commit`)."""
+        path = Path(path)
+        refuse_link(path, what)
+        fd, tmp = temporary_beside(path)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                if self.sync:
+                    os.fsync(handle.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.pairs.append((tmp, path))
+
+    def commit(self) -> None:
+        for tmp, path in self.pairs:
+            os.replace(tmp, path)
+        self.pairs = []
+
+    def discard(self) -> None:
+        for tmp, _ in self.pairs:
+            tmp.unlink(missing_ok=True)
+        self.pairs = []
+
+
+@contextmanager
+def staged(sync: bool = False) -> Iterator[Staged]:
+    """A `Staged` set of files, committed when the block ends and discarded if it raises."""
+    stage = Staged(sync)
+    try:
+        yield stage
+        stage.commit()
+    except BaseException:
+        stage.discard()
+        raise
+
+
 @contextmanager
 def replacing(path: Path | str, what: str = "file", sync: bool = False) -> Iterator[IO[bytes]]:
     """Write the new content of PATH into the file this yields; it replaces PATH when the block ends.
@@ -75,19 +127,8 @@ def replacing(path: Path | str, what: str = "file", sync: bool = False) -> Itera
     end (fsync'd first with `sync`), so PATH holds the old or the new
     content, never part of it; on an error the temporary file is removed.
     """
-    path = Path(path)
-    refuse_link(path, what)
-    fd, tmp = temporary_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            if sync:
-                os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with staged(sync) as stage, stage.replacing(path, what) as handle:
+        yield handle
 
 
 def write_replacing(path: Path | str, data: bytes | str, what: str = "file", sync: bool = False) -> None:

@@ -26,6 +26,7 @@ from hpcthreads.errors import OutputError
 from hpcthreads.io import schema
 from hpcthreads.io.digest import attrs_digest, summary_digest
 from hpcthreads.io.safewrite import create_new, refuse_link
+from hpcthreads.io.space import full_error, is_disk_full
 from hpcthreads.io.summaries import write_summary
 from hpcthreads.workloads.base import BaseWorkload, ChunkOutput, to_plain
 
@@ -144,6 +145,8 @@ class BaseWriter:
             for name, data in out.arrays.items():
                 group[name].write_direct(np.ascontiguousarray(data), dest_sel=rows)
         except OSError as exc:
+            if is_disk_full(exc):
+                raise full_error(self.path) from None
             raise OutputError(
                 f"writing {self.path} failed ({exc}); finished chunks are in the ledger: "
                 "make room and run the same command with --resume"

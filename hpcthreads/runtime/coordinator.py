@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hpcthreads.errors import received_signal
 from hpcthreads.runtime import devices
 from hpcthreads.runtime import protocol as p
 from hpcthreads.runtime.dispatch import BaseDispatcher, ChunkRecord, WorkerLostError
@@ -205,6 +206,10 @@ class Coordinator(BaseDispatcher):
 
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(sig, handler)
+        # One that came while the run was starting, and was lost on its way out (inside a compile)
+        early = received_signal()
+        if early is not None:
+            handler(early, None)
 
     def _greet(self) -> None:
         if self.local is None:

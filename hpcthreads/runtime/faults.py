@@ -14,6 +14,12 @@ The variable holds `;`-separated rules, each `action:key=value,...`:
   cache) before it says hello to the coordinator;
 - `fsize:bytes=N`: once MPI is up, files may not grow past N bytes (RLIMIT_FSIZE):
   a full disk, as far as the run can tell.
+- `fill:at=PHASE,after=N`: rank 0 fills the disk of the output's folder (with
+  the file FILL_NAME there, which the test removes) when the run reaches PHASE:
+  `layout` (the partial file is about to be laid out), `ledger` (the first
+  checkpoint), `chunk` (the start of a chunk after N chunks), `finish` (every
+  chunk is done), `results` (the reserve is freed and the results are about to
+  be written), `rename` (the file is complete).
 """
 
 from __future__ import annotations
@@ -33,7 +39,11 @@ ACTIONS: dict[str, dict[str, type]] = {
     "sleep": {"rank": int, "seconds": float},
     "startup": {"rank": int, "seconds": float},
     "fsize": {"bytes": int},
+    "fill": {"at": str, "after": int},
 }
+PHASES = ("layout", "ledger", "chunk", "finish", "results", "rename")
+# The file a `fill` rule grows until the disk is full
+FILL_NAME = "hpcthreads-test-fill"
 
 
 class InjectedFault(RuntimeError):
@@ -56,6 +66,18 @@ class Rule:
 class Faults:
     rules: list[Rule] = field(default_factory=list)
     chunks: int = 0
+    # The output's folder, for `fill` rules (set by rank 0)
+    folder: str | None = None
+
+    def reach(self, phase: str) -> None:
+        """Fill the disk if a `fill` rule is for PHASE (rank 0 only: `folder` is set there)."""
+        for rule in self.rules:
+            if rule.action != "fill" or rule.args.get("at") != phase or rule.fired or self.folder is None:
+                continue
+            if phase == "chunk" and self.chunks <= int(rule.args.get("after", 0)):
+                continue
+            rule.fired = 1
+            _fill(os.path.join(self.folder, FILL_NAME))
 
     @classmethod
     def from_env(cls) -> Faults:
@@ -68,6 +90,7 @@ class Faults:
 
     def before_chunk(self, rank: int, job: str) -> None:
         self.chunks += 1
+        self.reach("chunk")
         for rule in self.rules:
             if rule.action == "kill" and rule.matches(rank) and self.chunks > int(rule.args.get("after", 0)):
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -101,6 +124,21 @@ class Faults:
                     time.sleep((float(rule.args.get("factor", 2)) - 1) * seconds)
 
 
+def _fill(path: str) -> None:
+    """Write zeros to PATH until the disk is full."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        for size in (1 << 16, 4096, 512, 1):
+            block = bytes(size)
+            try:
+                while os.write(fd, block):
+                    pass
+            except OSError:
+                pass  # full for blocks of this size; smaller ones may still fit
+    finally:
+        os.close(fd)
+
+
 def _rule(text: str) -> Rule:
     from hpcthreads.errors import ConfigError, shown
 
@@ -132,4 +170,6 @@ def _rule(text: str) -> Rule:
         args[key] = value
     if action == "fsize" and "bytes" not in args:
         raise refuse("fsize needs bytes=N")
+    if action == "fill" and args.get("at") not in PHASES:
+        raise refuse(f"fill needs at=PHASE, one of {', '.join(PHASES)}")
     return Rule(action, args)

@@ -43,6 +43,7 @@ from typing import Any
 from hpcthreads.errors import OutputError
 from hpcthreads.io.digest import checked, with_check
 from hpcthreads.io.safewrite import open_nofollow, write_replacing
+from hpcthreads.io.space import full_error, is_disk_full
 
 LEDGER_SUFFIX = ".ledger"
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -53,6 +54,8 @@ log = logging.getLogger("hpcthreads")
 # A group of ledger lines is committed (written and fsync'd) after this long or this many lines
 GROUP_SECONDS = 0.05
 GROUP_ENTRIES = 256
+# What a run stopped by a full disk tells its user
+RESUME_HINT = "finished chunks are saved: make room, then run the same command with --resume"
 
 
 class Ranges:
@@ -151,6 +154,20 @@ def exists(output: Path) -> bool:
 def remove(output: Path) -> None:
     for path in paths(output):
         path.unlink(missing_ok=True)
+
+
+def records_work(output: Path) -> bool:
+    """Whether the ledger of OUTPUT records any finished chunk (True when it cannot be read: keep it)."""
+    ledger_path, checkpoint_path = paths(output)
+    try:
+        if ledger_path.exists() and ledger_path.stat().st_size:
+            return True
+        if not checkpoint_path.exists():
+            return False
+        body = checked(json.loads(checkpoint_path.read_text(encoding="utf-8")))
+        return any(spans for spans in body["done"].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return True
 
 
 def _fsync_write(path: Path, text: str) -> None:
@@ -362,6 +379,8 @@ class LedgerWriter:
             self.handle.flush()
             self.sync(self.handle.fileno())
         except OSError as exc:
+            if is_disk_full(exc):
+                raise full_error(self.ledger_path) from None
             raise OutputError(f"writing the ledger {self.ledger_path} failed ({exc})") from None
         self.pending.clear()
         self.records = 0
@@ -383,7 +402,13 @@ class LedgerWriter:
         }
         if state.stopped:
             body["stopped"] = state.stopped
-        _fsync_write(self.checkpoint_path, with_check(body))
+        text = with_check(body)
+        try:
+            _fsync_write(self.checkpoint_path, text)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise full_error(self.checkpoint_path, len(text)) from None
+            raise OutputError(f"writing the checkpoint {self.checkpoint_path} failed ({exc})") from None
         # Lines up to seq are in the checkpoint, and so is what was recorded and not yet committed
         self.pending.clear()
         self.records = 0
@@ -398,11 +423,30 @@ class LedgerWriter:
         self.snapshot()
         self.handle.close()
 
+    def has_work(self) -> bool:
+        """Whether any chunk was recorded as done, in this session or an earlier one."""
+        return any(ranges.covered() for ranges in self.state.done.values()) or bool(self.pending)
+
+    def discard(self) -> None:
+        """Close and remove the ledger and checkpoint of a run that recorded no work; never raises."""
+        try:
+            self.handle.close()
+        except (OSError, ValueError, AttributeError):
+            pass
+        for path in (self.ledger_path, self.checkpoint_path):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as exc:
+                log.warning("could not remove %s: %s", path, exc)
+
     def stop(self, reason: str) -> None:
         """Record why the run is ending early, for `hpcthreads status`; never raises."""
         self.state.stopped = reason
         try:
             self.snapshot()
-            self.handle.close()
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, OutputError) as exc:
             log.warning("could not record the stop in %s: %s", self.checkpoint_path, exc)
+        try:
+            self.handle.close()
+        except (OSError, ValueError):
+            pass  # lines that could not be written are not in the ledger: their chunks run again

@@ -23,6 +23,7 @@ from pathlib import Path
 from hpcthreads.errors import OutputError
 from hpcthreads.io.paths import holder, kind_of, lock_path
 from hpcthreads.io.safewrite import open_nofollow, refuse_link
+from hpcthreads.io.space import full_error, is_disk_full
 
 __all__ = ["OutputLock", "holder", "lock_path"]
 
@@ -65,9 +66,15 @@ class OutputLock:
                 break
             os.close(fd)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode(), 0)
         self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {stamp}\n".encode(), 0)
+        except OSError as exc:
+            self.release()
+            if is_disk_full(exc):
+                raise full_error(self.path, then="nothing was written: make room, then run again") from None
+            raise OutputError(f"cannot write the lock {str(self.path)!r} ({exc.strerror})") from None
 
     def release(self) -> None:
         """Remove the lock file, then let go of the lock."""

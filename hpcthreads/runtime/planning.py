@@ -7,8 +7,6 @@ gather or mpio writing. Every refusal is a one-line error naming the file.
 from __future__ import annotations
 
 import json
-import math
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +65,12 @@ def make_plan(config: RunConfig, size: int) -> Plan:
         # A run that was killed between renaming its file and removing its ledger is complete
         ledger.remove(output)
     stopped = plan.partial.exists() or ledger.exists(output)
+    if stopped and not ledger.records_work(output):
+        # A run stopped (or killed) before its first chunk ended left nothing to resume: no
+        # "stopped run" blocks this one (the output's lock, held here, says no run writes them)
+        plan.partial.unlink(missing_ok=True)
+        ledger.remove(output)
+        stopped = False
     if config.resume and stopped:
         plan.state = _resumable_state(config, plan)
         plan.fresh = plan.state is None
@@ -91,31 +95,13 @@ def make_plan(config: RunConfig, size: int) -> Plan:
 
 
 def check_space(config: RunConfig, output: Path) -> None:
-    """Refuse a run whose per-item datasets (allocated when the file is made) cannot fit."""
-    import numpy as np
-
+    """Refuse a run whose per-item datasets (allocated when the file is made) and reserve cannot fit."""
+    from hpcthreads.io.space import check_room, dataset_bytes, reserve_size
     from hpcthreads.workloads import make_workload
 
-    needed = 0
-    for job in config.jobs:
-        for shape, dtype in make_workload(job).datasets().values():
-            needed += math.prod(shape) * np.dtype(dtype).itemsize
-    if not needed:
-        return
-    folder = output.parent if str(output.parent) else Path(".")
-    free = shutil.disk_usage(folder).free
-    if needed > free:
-        have = f"{folder} has {_size(free)} free"
-        raise OutputError(f"{output}: the per-item data of its jobs needs {_size(needed)}, and {have}")
-
-
-def _size(count: int) -> str:
-    value = float(count)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if value < 1024 or unit == "PiB":
-            return f"{value:,.1f} {unit}" if unit != "bytes" else f"{count:,} bytes"
-        value /= 1024
-    return f"{count} bytes"
+    data = dataset_bytes(make_workload(job) for job in config.jobs)
+    what = "the per-item data of its jobs, with room to finish," if data else "room to finish the run"
+    check_room(output, data + reserve_size(len(config.jobs)), what)
 
 
 def _resumable_state(config: RunConfig, plan: Plan) -> ledger.LedgerState | None:

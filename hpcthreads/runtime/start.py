@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -20,9 +21,20 @@ from typing import Any
 from hpcthreads import __version__
 from hpcthreads.backends.simulated import SIMULATED_NOTE
 from hpcthreads.config import Job, RunConfig
-from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
+from hpcthreads.errors import HPCThreadsError, Interrupted, JobFailedError, OutputError, message_of
 from hpcthreads.io import schema
 from hpcthreads.io.paths import check_output_path, replace_output
+from hpcthreads.io.space import (
+    DiskFullError,
+    Reserve,
+    allocate,
+    check_room,
+    folder_of,
+    full_error,
+    is_disk_full,
+    reserve_path,
+    reserve_size,
+)
 from hpcthreads.runtime import devices, ledger, topology
 from hpcthreads.runtime.coordinator import Coordinator, Outcome
 from hpcthreads.runtime.dispatch import TIMELINE_LIMIT, WorkerLostError
@@ -48,6 +60,7 @@ from hpcthreads.runtime.planning import Plan, make_plan
 from hpcthreads.runtime.subcoordinator import SubCoordinator
 from hpcthreads.runtime.worker import ChunkRunner, Worker, hello_for
 from hpcthreads.workloads import make_workload
+from hpcthreads.workloads.base import to_plain
 
 log = logging.getLogger("hpcthreads")
 
@@ -55,6 +68,8 @@ log = logging.getLogger("hpcthreads")
 MAX_CHUNK_VALUES = 1 << 21
 # Exit status of a run stopped by a signal with its finished chunks saved: resume it
 EXIT_INTERRUPTED = 75
+# What a run that stopped for want of space before it saved any work tells its user
+AGAIN_HINT = "nothing was saved: make room, then run the same command again"
 # Seconds more a coordinator waits at start-up per level of sub-coordinators below it
 STARTUP_MARGIN_SECONDS = 10.0
 
@@ -111,7 +126,9 @@ def run(config: RunConfig, stop: Callable[[], str | None] | None = None) -> RunR
     devices.bind(choice)
     workloads = [make_workload(job) for job in config.jobs]
     if rank == 0:
+        faults.folder = str(folder_of(config.output))
         try:
+            faults.reach("layout")
             writer = _open_writer(comm, rank, plan, workloads, config, tree)
             return _coordinate(comm, config, plan, workloads, writer, faults, choice, tree, stop)
         finally:
@@ -199,7 +216,7 @@ def _agree(comm: Any, rank: int, size: int, config: RunConfig) -> tuple[Plan, Ou
             check_output_path(config.output, True)  # a place a file may go, before its lock is made
             lock.acquire()
             return make_plan(config, size)
-        except HPCThreadsError:
+        except BaseException:
             lock.release()
             raise
 
@@ -217,23 +234,63 @@ def _open_writer(
         rank0_answer(comm, lambda: claim_partial(plan.partial, plan.fresh))
     elif rank == 0:
         claim_partial(plan.partial, plan.fresh)
-    if plan.io == "mpio":
-        writer = MPIOWriter(plan.partial, workloads, plan.fresh, comm)
-    elif rank == 0:
-        writer = SerialWriter(plan.partial, workloads, plan.fresh)
-    else:
-        return None
+    try:
+        if plan.io == "mpio":
+            writer = MPIOWriter(plan.partial, workloads, plan.fresh, comm)
+        elif rank == 0:
+            writer = SerialWriter(plan.partial, workloads, plan.fresh)
+        else:
+            return None
+    except BaseException as exc:
+        if plan.fresh and rank == 0:
+            plan.partial.unlink(missing_ok=True)  # made above, empty
+        if isinstance(exc, OutputError) and is_disk_full(exc):
+            raise full_error(plan.partial, then=AGAIN_HINT) from None
+        raise
     if plan.fresh:
         attrs = layout_attrs(_run_attrs(config, tree, plan.io)) if rank == 0 else None
         try:
             writer.create_layout(comm.bcast(attrs, root=0) if plan.io == "mpio" else attrs)
-        except Exception as exc:  # noqa: BLE001 - HDF5 reports a layout it cannot make in several ways
+        except BaseException as exc:
             # A file that holds no work yet must not stay behind as a "stopped run"
             writer.abandon()
+            if not isinstance(exc, Exception):
+                raise  # an interrupt
+            if is_disk_full(exc):
+                raise full_error(plan.partial, then=AGAIN_HINT) from None
             raise OutputError(
                 f"cannot create {plan.partial} ({exc.__class__.__name__}: {_first_line(exc)})"
             ) from None
     return writer
+
+
+def _allocate(partial: Path) -> None:
+    """Give the partial file's datasets real blocks: a chunk's data then never meets a full disk."""
+    fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        allocate(fd, os.fstat(fd).st_size)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise full_error(partial, os.fstat(fd).st_size) from None
+        raise
+    finally:
+        os.close(fd)
+
+
+def _finish_bytes(finish: Any) -> int:
+    """A generous estimate of what writing FINISH adds to the results file."""
+    import json
+
+    from hpcthreads.io.space import RESERVE_PER_JOB
+
+    total = len(finish.chunks) * len(schema.CHUNK_COLUMNS) * 8 + 256 * len(finish.ranks)
+    total += sum(16 * len(spans) for spans in finish.done.values())
+    total += sum(24 * len(rows) for rows in finish.digests.values())
+    for end in finish.jobs.values():
+        total += RESERVE_PER_JOB + sum(24 * len(rows) for rows in end.extra.values())
+        if end.summary is not None:
+            total += len(json.dumps(to_plain(end.summary), default=str))
+    return 2 * total
 
 
 def _first_line(exc: BaseException) -> str:
@@ -268,13 +325,24 @@ def _coordinate(
 ) -> RunResult:
     size = len(tree.parent)
     local = None
-    if size == 1:
-        backend = devices.rank_backend(config.backend, choice, log, _simulation(config, 0))
-        local = ChunkRunner(workloads, backend, 0, faults)
-    state = plan.state or ledger.LedgerState(config.jobs_json())
-    journal = ledger.LedgerWriter(plan.output, state, config.checkpoint_interval)
+    reserve = Reserve(plan.output, reserve_size(len(workloads)))
+    try:
+        faults.reach("ledger")
+        state = plan.state or ledger.LedgerState(config.jobs_json())
+        journal = ledger.LedgerWriter(plan.output, state, config.checkpoint_interval)
+    except BaseException as exc:
+        if plan.fresh:
+            _discard(plan, writer, None)
+        if isinstance(exc, DiskFullError):
+            raise exc.then(AGAIN_HINT if plan.fresh else ledger.RESUME_HINT) from None
+        raise
     t0 = time.perf_counter()
     try:
+        _allocate(plan.partial)
+        reserve.take()
+        if size == 1:
+            backend = devices.rank_backend(config.backend, choice, log, _simulation(config, 0))
+            local = ChunkRunner(workloads, backend, 0, faults)
         coordinator = Coordinator(
             MPITransport(comm) if comm is not None and size > 1 else None,
             workloads,
@@ -290,26 +358,47 @@ def _coordinate(
             stop=stop,
         )
         outcome = coordinator.run()
+        if outcome.interrupted and size == 1 and plan.fresh and not journal.has_work():
+            # Stopped before its first chunk ended: nothing to resume, so nothing is kept
+            raise _as_exception(outcome.interrupted)
         if outcome.interrupted:
             journal.state.stopped = f"{outcome.interrupted} received"
         journal.close()
+        faults.reach("finish")
         finish = _finish(outcome, workloads, journal.state, tree)
+        # The reserve's room is for this: the results, then a file closed whole
+        reserve.release()
+        faults.reach("results")
+        check_room(plan.partial, _finish_bytes(finish), "writing the results at the end")
         if plan.io == "mpio":
             comm.bcast(finish, root=0)
         writer.finish(finish)
         writer.close()
     except BaseException as exc:
+        reserve.release()
         if size > 1:
             log.error("run failed on the coordinator: %s; aborting all ranks", exc)
-        journal.stop(str(exc) or type(exc).__name__)
-        try:
-            writer.close()
-        except Exception as close_error:  # noqa: BLE001 - the first error is the one to report
-            log.warning("closing %s after the failure also failed: %s", plan.partial, close_error)
+        saved = not plan.fresh or journal.has_work()
+        if isinstance(exc, Exception) and not isinstance(exc, HPCThreadsError) and is_disk_full(exc):
+            exc = full_error(plan.partial)
+        if isinstance(exc, DiskFullError):
+            exc = exc.then(ledger.RESUME_HINT if saved else AGAIN_HINT)
+        if not saved:
+            # Nothing done: no "stopped run" is left to block the next one
+            _discard(plan, writer, journal)
+        else:
+            journal.stop(message_of(exc) if isinstance(exc, HPCThreadsError) else _stop_reason(exc))
+            try:
+                writer.close()
+            except Exception as close_error:  # noqa: BLE001 - the first error is the one to report
+                log.warning("closing %s after the failure also failed: %s", plan.partial, close_error)
         if size > 1:
             abort_world(comm, 1)
+        if isinstance(exc, DiskFullError):
+            raise exc from None
         raise
     if not outcome.interrupted:
+        faults.reach("rename")
         replace_output(plan.partial, plan.output)
         ledger.remove(plan.output)
     result = RunResult(
@@ -317,6 +406,32 @@ def _coordinate(
     )
     _raise_for(outcome, workloads, plan)
     return result
+
+
+def _as_exception(name: str) -> BaseException:
+    """The exception a signal named NAME raises where no handler stops the run gracefully."""
+    return KeyboardInterrupt() if name == "SIGINT" else Interrupted(int(signal.Signals[name]))
+
+
+def _stop_reason(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT received"
+    return _first_line(exc) or type(exc).__name__
+
+
+def _discard(plan: Plan, writer: Any, journal: ledger.LedgerWriter | None) -> None:
+    """Remove the files of a fresh run that recorded no work; never raises."""
+    if journal is not None:
+        journal.discard()
+    else:
+        ledger.remove(plan.output)
+    if writer is None:
+        return
+    if plan.io == "mpio":
+        # Closing is collective there, and the other ranks are not closing: the run aborts
+        plan.partial.unlink(missing_ok=True)
+    else:
+        writer.abandon()
 
 
 def _monitor(config: RunConfig) -> Monitor:
@@ -375,4 +490,5 @@ def describe_paths(output: Path) -> dict[str, Path]:
         "partial": output.with_name(output.name + ".partial"),
         "ledger": ledger_path,
         "checkpoint": checkpoint_path,
+        "reserve": reserve_path(output),
     }

@@ -18,7 +18,8 @@ import numpy as np
 from hpcthreads.errors import ConfigError, OutputError
 from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.results import BLOCK_ROWS, JobResults, Results
-from hpcthreads.io.safewrite import replacing
+from hpcthreads.io.safewrite import Staged, staged
+from hpcthreads.io.space import full_error, is_disk_full
 
 Table = tuple[list[str], Iterator[list[list[Any]]]]
 
@@ -112,13 +113,19 @@ def export(
         ]
         for _, _, path in plans:
             check_output_path(path, force, [output])
-        for job, table, path in plans:
-            header, blocks = job_tables(job)[table]
-            try:
-                (_write_csv if fmt == "csv" else _write_parquet)(path, header, blocks)
-            except OSError as exc:
-                raise OutputError(f"cannot write {path} ({exc.strerror})") from None
-            written.append(path)
+        # Every table under a temporary name first, all renamed at the end: an export that is
+        # interrupted, or meets a full disk, leaves the tables it was to replace as they were
+        with staged() as stage:
+            for job, table, path in plans:
+                header, blocks = job_tables(job)[table]
+                try:
+                    (_write_csv if fmt == "csv" else _write_parquet)(stage, path, header, blocks)
+                except OSError as exc:
+                    if is_disk_full(exc):
+                        hint = "nothing was exported: make room, then export again"
+                        raise full_error(path, then=hint) from None
+                    raise OutputError(f"cannot write {path} ({exc.strerror})") from None
+                written.append(path)
     return written
 
 
@@ -129,9 +136,9 @@ def _make_folder(folder: Path) -> None:
         raise OutputError(f"cannot make the folder {str(folder)!r} ({exc.strerror})") from None
 
 
-def _write_csv(path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
+def _write_csv(stage: Staged, path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
     # Written beside it under a temporary name, then renamed: never through a link at PATH
-    with replacing(path, "exported table") as raw:
+    with stage.replacing(path, "exported table") as raw:
         handle = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         writer = csv.writer(handle)
         writer.writerow(header)
@@ -141,14 +148,14 @@ def _write_csv(path: Path, header: list[str], blocks: Iterator[list[list[Any]]])
         handle.detach()
 
 
-def _write_parquet(path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
+def _write_parquet(stage: Staged, path: Path, header: list[str], blocks: Iterator[list[list[Any]]]) -> None:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise ConfigError("--parquet needs pyarrow: pip install pyarrow (or 'hpcthreads[export]')") from None
     writer = None
-    with replacing(path, "exported table") as handle:
+    with stage.replacing(path, "exported table") as handle:
         try:
             for block in blocks:
                 columns = list(zip(*block)) if block else [[] for _ in header]

@@ -24,6 +24,7 @@ from hpcthreads.io.digest import data_digest
 from hpcthreads.io.parts import ResultsPart
 from hpcthreads.io.paths import PARTIAL_SUFFIX, check_output_path, replace_output
 from hpcthreads.io.safewrite import refuse_link, temporary_beside
+from hpcthreads.io.space import check_room, dataset_bytes, full_error, is_disk_full, reserve_size
 from hpcthreads.io.writer import Finish, JobEnd, SerialWriter, layout_attrs
 from hpcthreads.tools.check import check_file
 from hpcthreads.workloads import make_workload
@@ -32,6 +33,8 @@ from hpcthreads.workloads.base import ChunkOutput
 # Parameters that only shape the work, not its results: parts may differ in them. A verify part
 # cut by residue takes what lies below its own start as verified (verified_below): merged, a value it
 # skipped for that is beaten by its predecessor in an earlier part
+# What a merge that met a full disk tells its user
+MERGE_HINT = "nothing was written: make room, then merge again"
 WORK_SHAPE = {"start", "count", "thread_count", "batch_size", "sieve_slice_bits", "verified_below"}
 WORK_SHAPE |= SPEED_ONLY_PARAMETERS
 
@@ -172,13 +175,17 @@ def write_merged(output: Path, plans: Sequence[Plan], parts: Sequence[ResultsPar
     The temporary name is unpredictable and made exclusively: HDF5 would write
     through a link planted at a fixed one, and OUTPUT.partial may be a run's.
     """
+    workloads = [make_workload(job) for job, _ in plans]
+    data = dataset_bytes(workloads)
+    check_room(output, data + reserve_size(len(workloads)), "the merged file")
     fd, partial = temporary_beside(output)
     os.close(fd)
-    workloads = [make_workload(job) for job, _ in plans]
     try:
         writer = SerialWriter(partial, workloads, create=True)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OutputError) and is_disk_full(exc):
+            raise full_error(output, data, MERGE_HINT) from None
         raise
     try:
         writer.create_layout(layout_attrs(_run_attrs([job for job, _ in plans], parts)))
@@ -191,8 +198,10 @@ def write_merged(output: Path, plans: Sequence[Plan], parts: Sequence[ResultsPar
         written = {name: rows for name, rows in digests.items() if rows}
         writer.finish(Finish(schema.STATE_COMPLETE, ends, {}, {}, [], done, written))
         writer.close()
-    except BaseException:
+    except BaseException as exc:
         writer.abandon()
+        if isinstance(exc, Exception) and is_disk_full(exc):
+            raise full_error(output, data, MERGE_HINT) from None
         raise
     # Refused (OUTPUT became a link or a device meanwhile), the message names where the results are
     replace_output(partial, output)

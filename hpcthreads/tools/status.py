@@ -41,7 +41,9 @@ def _from_ledger(output: Path) -> dict[str, Any]:
             f"{exc.__class__.__name__}: {str(exc)[:200]}"
         ) from None
     age = time.time() - state.updated if state.updated else None
-    complete = all(job["complete"] for job in jobs.values())
+    # Every chunk done is not a finished run: its results are in the file only once it is renamed
+    work_done = all(job["complete"] for job in jobs.values())
+    complete = work_done and output.exists() and not output.with_name(output.name + ".partial").exists()
     running = holder(output)
     if running:
         state_text = f"running ({running})"
@@ -53,6 +55,7 @@ def _from_ledger(output: Path) -> dict[str, Any]:
         "file": str(output),
         "state": state_text,
         "complete": complete,
+        "work_done": work_done,
         "seconds_since_progress": age,
         "jobs": jobs,
     }
@@ -78,7 +81,11 @@ def _from_file(output: Path) -> dict[str, Any]:
 
 
 def format_status(status: dict[str, Any]) -> str:
-    done = " (all work done)" if status["complete"] and status["state"] != "complete" else ""
+    done = ""
+    if status["complete"] and status["state"] != "complete":
+        done = " (all work done)"
+    elif status.get("work_done") and not status["complete"]:
+        done = " (every chunk is done, the results file is not written yet)"
     lines = [f"{status['file']}: {status['state']}{done}"]
     age = status.get("seconds_since_progress")
     if age is not None:
