@@ -321,8 +321,10 @@ def run(
     `hpcthreads campaign --help`): any number of runs may work on one at once.
 
     \b
-    Exit status: 0 done, 1 a job failed (the others completed), 2 bad input,
-    75 stopped by SIGTERM/SIGINT/SIGUSR1 with finished chunks saved: resume me.
+    Exit status: 0 done, 1 a job failed (the others completed), 2 bad input
+    or an output problem (a full disk included), 75 stopped by
+    SIGTERM/SIGINT/SIGUSR1 with finished chunks saved: resume me; 130/143
+    stopped by SIGINT/SIGTERM before any chunk was saved (nothing left behind).
     """
     from hpcthreads.runtime.start import run as run_jobs
 

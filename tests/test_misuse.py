@@ -461,6 +461,7 @@ def test_reading_a_running_runs_partial_file_names_the_run(tmp_path):
 
 
 def test_a_full_disk_during_a_snapshot_leaves_no_temporary_file(tmp_path):
+    from hpcthreads.errors import OutputError
     from hpcthreads.runtime import ledger
 
     journal = ledger.LedgerWriter(tmp_path / "run.h5", ledger.LedgerState('{"jobs": []}'), summaries=dict)
@@ -471,7 +472,7 @@ def test_a_full_disk_during_a_snapshot_leaves_no_temporary_file(tmp_path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
     old = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(OutputError, match="checkpoint"):
             journal.snapshot()
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))

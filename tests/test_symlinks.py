@@ -117,3 +117,16 @@ def test_report_refuses_a_link_at_a_figure_even_with_force(tmp_path, victim, res
     os.symlink(victim, folder / "timeline.png")
     refused(cli("report", str(results), "-o", str(folder), "--force"), "symbolic link")
     assert victim.read_bytes() == SECRET and os.listdir(folder) == ["timeline.png"]
+
+
+def test_a_log_file_is_never_written_through_a_link(tmp_path, victim):
+    log = tmp_path / "run.log"
+    os.symlink(victim, log)
+    refused(cli(*RUN, "-o", str(tmp_path / "out.h5"), "--log-file", str(log)), "log file", "symbolic link")
+    assert victim.read_bytes() == SECRET
+    # A regular log file is appended to, as before
+    log.unlink()
+    log.write_text("earlier line\n")
+    cli(*RUN, "-o", str(tmp_path / "out.h5"), "--log-file", str(log), check=True)
+    lines = log.read_text().splitlines()
+    assert lines[0] == "earlier line" and len(lines) > 1

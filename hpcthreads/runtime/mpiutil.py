@@ -221,12 +221,15 @@ def setup_logging(rank: int, size: int, level: str | None, log_file: str | None)
         # The command line checked it already; a configuration built in Python gets the same verdict
         parse_log_file(log_file)
         path = log_file.format(rank=rank, size=size, host=socket.gethostname())
-        try:
-            handler: logging.Handler = logging.FileHandler(path)
-        except OSError as exc:
-            from hpcthreads.errors import ConfigError
+        from hpcthreads.errors import ConfigError
+        from hpcthreads.io.safewrite import open_nofollow
 
+        try:
+            # Appended to, never through a symbolic link someone planted at the name
+            fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "log file")
+        except OSError as exc:
             raise ConfigError(f"--log-file: cannot write {path!r} ({exc.strerror})") from None
+        handler: logging.Handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
     else:
         handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RankFilter(rank, size))

@@ -383,8 +383,10 @@ def _coordinate(
             exc = full_error(plan.partial)
         if isinstance(exc, DiskFullError):
             exc = exc.then(ledger.RESUME_HINT if saved else AGAIN_HINT)
-        if not saved:
-            # Nothing done: no "stopped run" is left to block the next one
+        if not saved and (isinstance(exc, DiskFullError) or not isinstance(exc, Exception)):
+            # Stopped by a signal or a full disk before any chunk was saved: nothing is kept (a run
+            # that failed otherwise keeps its ledger, so that `status` says why; the next run of the
+            # output removes files that record no work)
             _discard(plan, writer, journal)
         else:
             journal.stop(message_of(exc) if isinstance(exc, HPCThreadsError) else _stop_reason(exc))
