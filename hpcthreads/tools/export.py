@@ -19,6 +19,7 @@ from hpcthreads.errors import ConfigError, OutputError
 from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.results import BLOCK_ROWS, JobResults, Results
 from hpcthreads.io.safewrite import replacing
+from hpcthreads.io.validate import reading
 
 Table = tuple[list[str], Iterator[list[list[Any]]]]
 
@@ -91,7 +92,7 @@ def export(
     named twice is exported once.
     """
     written = []
-    with Results(output) as results:
+    with Results(output) as results, reading(output):
         if "simulated" in results.attrs:
             # Its workers computed nothing: the tables would be empty, and empty is not a result
             raise ConfigError(
