@@ -271,6 +271,17 @@ def test_the_python_api_refuses_a_damaged_file_in_one_line(base, tmp_path):
         hpcthreads.open(path)
 
 
+def test_objects_beside_the_layout_are_walked_once_and_left_alone(base, tmp_path):
+    path = tmp_path / "annotated.h5"
+    shutil.copy(base, path)
+    with h5py.File(path, "r+") as f:
+        f.create_group("notes/more")
+        f["notes/more/loop"] = f["notes"]
+        f["notes/text"] = np.array([b"checked by hand"])
+    proc = CliRunner().invoke(main, ["inspect", str(path)])
+    assert proc.exit_code == 0, proc.output
+
+
 def test_merge_refuses_a_job_whose_range_is_not_the_configurations(base, tmp_path):
     path = tmp_path / "wider.h5"
     shutil.copy(base, path)

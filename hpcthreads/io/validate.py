@@ -48,62 +48,7 @@ MAX_TEXT_COLUMN = 4096
 DECIMAL = re.compile(rf"-?[0-9]{{1,{MAX_DIGITS}}}")
 SUFFIX = "the file is damaged, or was not written by hpcthreads"
 
-# The kind of every root and job attribute a reader uses
-ROOT_ATTRS = {
-    "format": "text",
-    "format_version": "int",
-    "config": "text",
-    "state": "text",
-    "software": "text",
-    "created": "text",
-    "backend": "text",
-    "host": "text",
-    "simulated": "text",
-    "integer_encoding": "text",
-    "ranks": "int",
-    "coordination_levels": "int",
-    "sub_coordinators": "int",
-    "wall_seconds": "float",
-    "makespan_seconds": "float",
-}
 KIND_WORDS = {"int": "an integer", "text": "text", "float": "a finite number", "bool": "true or false"}
-MAXIMA = ("max_delay", "max_peak", "max_glide")
-JOB_ATTRS = {
-    **dict.fromkeys(("type", "state", "priority", "parameters", "store", "error"), "text"),
-    **dict.fromkeys(("gpu_preferred", "high_word"), "bool"),
-    "wall_seconds": "float",
-    **dict.fromkeys(MAXIMA + tuple(f"{name}_n" for name in MAXIMA), "int"),
-    **dict.fromkeys(
-        ("start", "size", "count", "thread_count", "max_depth", "max_steps", "sum_delay", "covered"), "int"
-    ),
-    **dict.fromkeys(("walked", "reached_one", "total_depth", "max_depth_reached"), "int"),
-    **dict.fromkeys(("verified_below", "sieve_slice_bits", "sieve_join", "summary_digest"), "int"),
-    "attrs_digest": "int",
-}
-# Summary attributes and objects a complete job of each type has
-COMPLETE_ATTRS = {
-    "collatz": ("count", "sum_delay"),
-    "verify": ("count",),
-    "thread": ("count", "reached_one", "total_depth", "max_depth_reached"),
-}
-COMPLETE_OBJECTS = {
-    "collatz": ("delay_histogram", "records/delay", "records/path", "records/glide"),
-    "verify": ("records/glide", "unresolved"),
-    "thread": (),
-}
-# Per-item datasets: name -> (dtype, whether it has one column per step), those written together
-PER_ITEM = {
-    "collatz": {"delay": ("uint32", False), "glide": ("uint32", False), "peak": ("uint64", False)},
-    "verify": {},
-    "thread": {"paths": ("uint64", True), "depth": ("uint32", False), "final": ("uint64", False)},
-}
-HIGH_WORDS = {"collatz": ("peak",), "verify": (), "thread": ("paths", "final")}
-# Tables of exact integers: name -> columns (0: one value per row)
-TABLES = {"peak_overflow": 2, "overflow": 3, "unresolved": 0}
-SUMMARY_TABLES = {"collatz": ("peak_overflow",), "verify": ("unresolved",), "thread": ("overflow",)}
-RECORDS = {"collatz": ("delay", "path", "glide"), "verify": ("glide",), "thread": ()}
-# Columns of /run/ranks that `report` reads
-REPORTED_RANK_COLUMNS = ("rank", "device", "items", "busy", "idle", "stolen_from", "stolen_by")
 
 
 def refusal(path: Path | str, where: str, problem: str) -> OutputError:
@@ -162,10 +107,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 def root_attrs(handle: Any) -> dict[str, Any]:
-    """The root attributes: those in ROOT_ATTRS as their kind, the others as plain values."""
+    """The root attributes: those in schema.ROOT_ATTRS as their kind, the others as plain values."""
     values = {}
     for key in _names(handle.attrs, handle, "attribute"):
-        kind = ROOT_ATTRS.get(key)
+        kind = schema.ROOT_ATTRS.get(key)
         values[key] = attr(handle, key, kind) if kind else _plain_attr(handle, key)
     return values
 
@@ -292,7 +237,9 @@ class ResultsCheck:
         if len(dset.shape) != 1 or (length is not None and dset.shape[0] != length):
             raise self.fail(dset, f"has shape {dset.shape}; the other columns have {length} rows")
         kinds = "S" if text else "iubf"
-        if dset.dtype.kind not in kinds or dset.dtype.itemsize > (MAX_TEXT_COLUMN if text else 8):
+        # An empty column has whatever type (a merged file's rank table is empty: float64)
+        wrong = dset.dtype.kind not in kinds or dset.dtype.itemsize > (MAX_TEXT_COLUMN if text else 8)
+        if wrong and dset.shape[0]:
             raise self.fail(dset, f"holds {dset.dtype}, not {'text' if text else 'numbers'}")
         if dset.dtype.kind == "f" and not np.isfinite(dset[()]).all():
             raise self.fail(dset, "holds values that are not finite")
@@ -349,14 +296,14 @@ def _check_job(check: ResultsCheck, name: str, group: Any) -> int:
     (its size without any)."""
     if not re.fullmatch(NAME_PATTERN, name):
         raise check.fail(group, "is not a job name hpcthreads writes")
-    values = {key: attr(group, key, kind) for key, kind in JOB_ATTRS.items()}
+    values = {key: attr(group, key, kind) for key, kind in schema.JOB_ATTRS.items()}
     kind = values["type"]
     if kind not in JOB_TYPES:
         raise check.fail(group, f"has type {shown(kind)}, not one of {', '.join(JOB_TYPES)}")
     needed = ["start", "size", "state"] + {"thread": ["max_depth"], "verify": ["max_steps"]}.get(kind, [])
     if values["state"] == schema.STATE_COMPLETE:
-        needed += COMPLETE_ATTRS[kind]
-    needed += [f"{key}_n" for key in MAXIMA if values[key] is not None]
+        needed += schema.COMPLETE_ATTRS[kind]
+    needed += [f"{key}_n" for key in schema.MAXIMA if values[key] is not None]
     for key in needed:
         if values[key] is None:
             raise check.fail(group, f"has no attribute {key!r}")
@@ -368,7 +315,7 @@ def _check_job(check: ResultsCheck, name: str, group: Any) -> int:
         raise check.fail(group, f"has max_depth {depth:,}, not 0 to {MAX_DEPTH:,}")
     rows = _check_datasets(check, group, kind)
     if values["state"] == schema.STATE_COMPLETE:
-        for item in COMPLETE_OBJECTS[kind]:
+        for item in schema.COMPLETE_OBJECTS[kind]:
             if item not in group:
                 raise check.fail(group, f"is complete but has no {item}")
     return size if rows is None else rows
@@ -380,8 +327,8 @@ def _check_datasets(check: ResultsCheck, group: Any, kind: str) -> int | None:
     Whether those rows match the job's `size` (or their width its `max_depth`) is for `check`
     to say: those attributes are covered by the job's attribute digest.
     """
-    per_item = PER_ITEM[kind]
-    known = {**per_item, **{f"{name}_hi": per_item[name] for name in HIGH_WORDS[kind]}}
+    per_item = schema.PER_ITEM[kind]
+    known = {**per_item, **{f"{name}_hi": per_item[name] for name in schema.HIGH_WORDS[kind]}}
     shapes: dict[bool, tuple[int, ...]] = {}
     for name in _names(group, group, "member"):
         if name in known:
@@ -393,13 +340,13 @@ def _check_datasets(check: ResultsCheck, group: Any, kind: str) -> int | None:
                 raise check.fail(dset, f"is {dset.dtype} {dset.shape}, not {dtype} of {rank} dimension(s)")
             if dset.shape != shape or shapes.get(not wide, shape)[:1] != shape[:1]:
                 raise check.fail(dset, f"has shape {dset.shape}; the job's other per-item data, {shape}")
-        elif name in SUMMARY_TABLES[kind]:
-            check.table(check.member(group, name, "dataset"), TABLES[name])
+        elif name in schema.SUMMARY_TABLES[kind]:
+            check.table(check.member(group, name, "dataset"), schema.TABLES[name])
         elif name == "delay_histogram" and kind == "collatz":
             dset = check.member(group, name, "dataset")
             if len(dset.shape) != 1 or dset.dtype.kind not in "iu" or dset.dtype.itemsize > 8:
                 raise check.fail(dset, f"is {dset.dtype} {dset.shape}, not one column of counts")
-        elif name == "records" and RECORDS[kind]:
+        elif name == "records" and schema.RECORDS[kind]:
             _check_records(check, check.member(group, name, "group"), kind)
         else:
             raise check.fail(f"{group.name}/{name}", f"is not part of a {kind} job")
@@ -409,7 +356,7 @@ def _check_datasets(check: ResultsCheck, group: Any, kind: str) -> int | None:
         raise check.fail(
             group, f"has {', '.join(sorted(low))} without {', '.join(sorted(set(per_item) - low))}"
         )
-    for name in HIGH_WORDS[kind]:
+    for name in schema.HIGH_WORDS[kind]:
         if f"{name}_hi" in names and name not in names:
             raise check.fail(group, f"has {name}_hi without {name}")
     return next(iter(shapes.values()))[0] if shapes else None
@@ -417,7 +364,7 @@ def _check_datasets(check: ResultsCheck, group: Any, kind: str) -> int | None:
 
 def _check_records(check: ResultsCheck, records: Any, kind: str) -> None:
     for name in _names(records, records, "member"):
-        if name not in RECORDS[kind]:
+        if name not in schema.RECORDS[kind]:
             raise check.fail(f"{records.name}/{name}", f"is not a record table of a {kind} job")
         check.table(check.member(records, name, "dataset"), 2)
 
@@ -451,7 +398,7 @@ def check_job(group: Any, kind: str, start: int, size: int) -> None:
 def _check_run(check: ResultsCheck, run: Any, sizes: dict[str, int], finished: bool) -> None:
     """/run: the rank and chunk tables (columns of equal length), the chunks done and their digests."""
     for table, columns, required in (
-        ("ranks", {"rank": "int32", **schema.RANK_COLUMNS}, REPORTED_RANK_COLUMNS),
+        ("ranks", {"rank": "int32", **schema.RANK_COLUMNS}, schema.REPORTED_RANK_COLUMNS),
         ("chunks", schema.CHUNK_COLUMNS, tuple(schema.CHUNK_COLUMNS)),
     ):
         group = check.member(run, table, "group")
