@@ -66,7 +66,7 @@ def drop_attr(obj: str, name: str):
 
 
 def replace(obj: str, make):
-    """Put what `make(f)` returns (a link, an array, or a callable that creates it) in place of OBJ."""
+    """Put what `make(base)` returns (a link, an array, or a callable that makes it) in place of OBJ."""
 
     def change(f: h5py.File, base: Path) -> None:
         if obj in f:
