@@ -13,6 +13,7 @@ from hpcthreads.config import Job, make_jobs
 from hpcthreads.io import schema
 from hpcthreads.io.reader import RUN_ATTRS, open_results
 from hpcthreads.io.summaries import load_summary
+from hpcthreads.io.validate import attr, check_job, root_attrs
 
 # Rows of per-item datasets copied at once (bounded memory for any range)
 BLOCK_ROWS = 1 << 20
@@ -27,9 +28,13 @@ class ResultsPart:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.handle = open_results(self.path)
-        attrs = self.handle.attrs
-        self.run = {key: _plain(attrs[key]) for key in RUN_ATTRS if key in attrs}
-        self.jobs: tuple[Job, ...] = make_jobs(json.loads(attrs["config"]))
+        try:
+            attrs = root_attrs(self.handle)
+            self.run = {key: attrs[key] for key in RUN_ATTRS if key in attrs}
+            self.jobs: tuple[Job, ...] = make_jobs(json.loads(attrs["config"]))
+        except BaseException:
+            self.close()
+            raise
 
     def __enter__(self) -> ResultsPart:
         return self
@@ -42,13 +47,16 @@ class ResultsPart:
             self.handle.close()
 
     def _group(self, job: Job) -> Any:
-        return self.handle[schema.job_path(job.name)]
+        group = self.handle[schema.job_path(job.name)]
+        # Data is read by the configuration's ranges: they must be the group's
+        check_job(group, job.type, job.start, job.size)
+        return group
 
     def job_state(self, job: Job) -> str:
-        return str(self._group(job).attrs.get("state", "unknown"))
+        return attr(self._group(job), "state", "text") or "unknown"
 
     def wall_seconds(self, job: Job) -> float:
-        return float(self._group(job).attrs.get("wall_seconds", 0.0))
+        return attr(self._group(job), "wall_seconds", "float") or 0.0
 
     def summary(self, job: Job) -> Any:
         return load_summary(self._group(job))
@@ -76,7 +84,3 @@ class ResultsPart:
             for name in EXTRA_TABLES
             if name in group
         }
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

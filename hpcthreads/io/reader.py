@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from hpcthreads.errors import OutputError
-from hpcthreads.io import schema
 from hpcthreads.io.paths import holder, kind_of, run_output
 from hpcthreads.io.summaries import read_summary
+from hpcthreads.io.validate import check_results, reading, root_attrs
 
 RUN_ATTRS = (
     "software",
@@ -26,7 +26,12 @@ RUN_ATTRS = (
 
 
 def open_results(path: Path) -> Any:
-    """Open a results file read-only, with a clear error if it is not one."""
+    """Open a results file read-only, with a clear error if it is not one or cannot be trusted.
+
+    Every reader of results files comes through here: `validate.check_results`
+    refuses links, declared data the file does not store, and objects of the
+    wrong type, shape or size before anything is read.
+    """
     import h5py
 
     path = Path(path)
@@ -46,26 +51,11 @@ def open_results(path: Path) -> Any:
             ) from None
         raise OutputError(f"{str(path)!r} is not a readable HDF5 file ({_first_line(exc)})") from None
     try:
-        _check_layout(handle, path)
+        check_results(handle, path)
     except BaseException:
         handle.close()
         raise
     return handle
-
-
-def _check_layout(handle: Any, path: Path) -> None:
-    if handle.attrs.get("format") != schema.FORMAT_NAME:
-        raise OutputError(f"{str(path)!r} is not an hpcthreads results file")
-    version = handle.attrs.get("format_version")
-    if version is None or int(version) > schema.FORMAT_VERSION:
-        raise OutputError(
-            f"{str(path)!r} has format_version {version}; this hpcthreads reads up to "
-            f"{schema.FORMAT_VERSION}: update hpcthreads to read it"
-        )
-    if "jobs" not in handle or "config" not in handle.attrs:
-        raise OutputError(
-            f"{str(path)!r} has no /jobs or no job configuration: it is not a complete results file"
-        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -74,8 +64,9 @@ def _first_line(exc: BaseException) -> str:
 
 def read_results(path: Path) -> dict[str, Any]:
     """`{"run": {...}, "jobs": {NAME: {...}}}` with exact integers."""
-    with open_results(path) as handle:
-        run = {key: _plain(handle.attrs[key]) for key in RUN_ATTRS if key in handle.attrs}
+    with open_results(path) as handle, reading(path):
+        attrs = root_attrs(handle)
+        run = {key: attrs[key] for key in RUN_ATTRS if key in attrs}
         jobs = {name: read_summary(group) for name, group in handle["jobs"].items()}
     results = {"file": str(path), "run": run, "jobs": jobs}
     # First chunk handed out to last result in: what scaling benchmarks compare with the ideal
@@ -84,7 +75,3 @@ def read_results(path: Path) -> dict[str, Any]:
     if "simulated" in run:
         results["simulated"] = run["simulated"]
     return results
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

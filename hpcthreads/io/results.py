@@ -23,6 +23,7 @@ from hpcthreads.errors import OutputError
 from hpcthreads.io import schema
 from hpcthreads.io.reader import open_results
 from hpcthreads.io.summaries import read_summary
+from hpcthreads.io.validate import root_attrs
 
 # Rows read at a time when streaming a per-item dataset
 BLOCK_ROWS = 1 << 20
@@ -143,7 +144,11 @@ class Results:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.file = open_results(self.path)
-        self.attrs = {key: _plain(value) for key, value in self.file.attrs.items()}
+        try:
+            self.attrs = root_attrs(self.file)
+        except BaseException:
+            self.file.close()
+            raise
 
     def __getitem__(self, name: str) -> JobResults:
         if name not in self.file["jobs"]:
@@ -177,7 +182,3 @@ class Results:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _plain(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value

@@ -62,6 +62,63 @@ CHUNK_COLUMNS = {
     "stolen": "bool",
 }
 
+# What readers expect of a file (hpcthreads/io/validate.py refuses anything else)
+# The kind of every root and job attribute a reader uses: int, text, float or bool
+ROOT_ATTRS = {
+    "format": "text",
+    "format_version": "int",
+    "config": "text",
+    "state": "text",
+    "software": "text",
+    "created": "text",
+    "backend": "text",
+    "host": "text",
+    "simulated": "text",
+    "integer_encoding": "text",
+    "ranks": "int",
+    "coordination_levels": "int",
+    "sub_coordinators": "int",
+    "wall_seconds": "float",
+    "makespan_seconds": "float",
+}
+MAXIMA = ("max_delay", "max_peak", "max_glide")
+JOB_ATTRS = {
+    **dict.fromkeys(("type", "state", "priority", "parameters", "store", "error"), "text"),
+    **dict.fromkeys(("gpu_preferred", "high_word"), "bool"),
+    "wall_seconds": "float",
+    **dict.fromkeys(MAXIMA + tuple(f"{name}_n" for name in MAXIMA), "int"),
+    **dict.fromkeys(
+        ("start", "size", "count", "thread_count", "max_depth", "max_steps", "sum_delay", "covered"), "int"
+    ),
+    **dict.fromkeys(("walked", "reached_one", "total_depth", "max_depth_reached"), "int"),
+    **dict.fromkeys(("verified_below", "sieve_slice_bits", "sieve_join", "summary_digest"), "int"),
+    "attrs_digest": "int",
+}
+# Summary attributes and objects a complete job of each type has
+COMPLETE_ATTRS = {
+    "collatz": ("count", "sum_delay"),
+    "verify": ("count",),
+    "thread": ("count", "reached_one", "total_depth", "max_depth_reached"),
+}
+COMPLETE_OBJECTS = {
+    "collatz": ("delay_histogram", "records/delay", "records/path", "records/glide"),
+    "verify": ("records/glide", "unresolved"),
+    "thread": (),
+}
+# Per-item datasets: name -> (dtype, whether it has one column per step), those written together
+PER_ITEM = {
+    "collatz": {"delay": ("uint32", False), "glide": ("uint32", False), "peak": ("uint64", False)},
+    "verify": {},
+    "thread": {"paths": ("uint64", True), "depth": ("uint32", False), "final": ("uint64", False)},
+}
+HIGH_WORDS = {"collatz": ("peak",), "verify": (), "thread": ("paths", "final")}
+# Tables of exact integers: name -> columns (0: one value per row)
+TABLES = {"peak_overflow": 2, "overflow": 3, "unresolved": 0}
+SUMMARY_TABLES = {"collatz": ("peak_overflow",), "verify": ("unresolved",), "thread": ("overflow",)}
+RECORDS = {"collatz": ("delay", "path", "glide"), "verify": ("glide",), "thread": ()}
+# Columns of /run/ranks that `report` reads
+REPORTED_RANK_COLUMNS = ("rank", "device", "items", "busy", "idle", "stolen_from", "stolen_by")
+
 
 def encode_int(value: int) -> int | str:
     return value if -INT64_MAX <= value <= INT64_MAX else str(value)

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from hpcthreads.io.schema import decode_int, decode_table, encode_int, encode_table
+from hpcthreads.io.validate import attr
 from hpcthreads.workloads.collatz import CollatzSummary
 from hpcthreads.workloads.thread import ThreadSummary
 from hpcthreads.workloads.verify import VerifySummary
@@ -60,10 +61,15 @@ def _write_verify(group: Any, s: VerifySummary) -> None:
     group.create_dataset("unresolved", data=data)
 
 
+def _int(group: Any, key: str) -> int:
+    """An integer attribute of a job group (None when absent), through the typed accessor."""
+    return attr(group, key, "int")
+
+
 def _get_max(group: Any, name: str) -> list[int] | None:
     if name not in group.attrs:
         return None
-    return [decode_int(group.attrs[f"{name}_n"]), decode_int(group.attrs[name])]
+    return [_int(group, f"{name}_n"), _int(group, name)]
 
 
 def _pairs(data: Any) -> list[tuple[int, int]]:
@@ -72,13 +78,12 @@ def _pairs(data: Any) -> list[tuple[int, int]]:
 
 def load_summary(group: Any) -> Any:
     """A finished job group's summary as the workload's dataclass, to merge with others."""
-    attrs = group.attrs
-    kind = attrs["type"]
+    kind = attr(group, "type", "text")
     if kind == "collatz":
         records = group["records"]
         return CollatzSummary(
-            count=decode_int(attrs["count"]),
-            sum_delay=decode_int(attrs["sum_delay"]),
+            count=_int(group, "count"),
+            sum_delay=_int(group, "sum_delay"),
             histogram=group["delay_histogram"][()].astype(np.int64),
             delay_records=_pairs(records["delay"]),
             path_records=_pairs(records["path"]),
@@ -86,49 +91,49 @@ def load_summary(group: Any) -> Any:
         )
     if kind == "verify":
         return VerifySummary(
-            count=decode_int(attrs["count"]),
+            count=_int(group, "count"),
             glide_records=_pairs(group["records"]["glide"]),
             unresolved=[decode_int(v) for v in group["unresolved"][()]],
-            walked=decode_int(attrs["walked"]) if "walked" in attrs else None,
+            walked=_int(group, "walked"),
         )
     keys = ("count", "reached_one", "total_depth", "max_depth_reached")
-    return ThreadSummary(**{key: decode_int(attrs[key]) for key in keys})
+    return ThreadSummary(**{key: _int(group, key) for key in keys})
 
 
 def read_summary(group: Any) -> dict[str, Any]:
     """A job group as plain Python values with exact integers (the `inspect --json` form)."""
     attrs = group.attrs
-    kind = attrs["type"]
-    out: dict[str, Any] = {"type": kind, "state": attrs.get("state", "unknown")}
-    out["start"] = decode_int(attrs["start"])
+    kind = attr(group, "type", "text")
+    out: dict[str, Any] = {"type": kind, "state": attr(group, "state", "text") or "unknown"}
+    out["start"] = _int(group, "start")
     if kind == "thread":
-        out["thread_count"] = decode_int(attrs["size"])
-        out["max_depth"] = decode_int(attrs["max_depth"])
+        out["thread_count"] = _int(group, "size")
+        out["max_depth"] = _int(group, "max_depth")
         for key in ("reached_one", "total_depth", "max_depth_reached"):
             if key in attrs:
-                out[key] = decode_int(attrs[key])
+                out[key] = _int(group, key)
         if "total_depth" in attrs:
             out["steps"] = out["total_depth"]  # the work: every step of every thread
         return out
-    out["count"] = decode_int(attrs["size"])
+    out["count"] = _int(group, "size")
     records = group.get("records")
     if kind == "collatz":
         if "sum_delay" in attrs:
-            out["sum_delay"] = decode_int(attrs["sum_delay"])
+            out["sum_delay"] = _int(group, "sum_delay")
             out["steps"] = out["sum_delay"]  # the work: every step of every trajectory to 1
         for name in ("max_delay", "max_peak", "max_glide"):
             out[name] = _get_max(group, name)
         for name in ("delay", "path", "glide"):
             out[f"{name}_records"] = decode_table(records[name][()]) if records else []
     else:
-        out["max_steps"] = decode_int(attrs["max_steps"])
+        out["max_steps"] = _int(group, "max_steps")
         # What the job assumed and how it was cut (absent in files from before they existed)
         for key in ("verified_below", "sieve_slice_bits", "sieve_join"):
             if key in attrs:
-                out[key] = decode_int(attrs[key])
-        out["covered"] = decode_int(attrs["covered"]) if "covered" in attrs else 0
+                out[key] = _int(group, key)
+        out["covered"] = _int(group, "covered") if "covered" in attrs else 0
         # None in a file written before it was counted
-        out["walked"] = decode_int(attrs["walked"]) if "walked" in attrs else None
+        out["walked"] = _int(group, "walked")
         out["max_glide"] = _get_max(group, "max_glide")
         out["glide_records"] = decode_table(records["glide"][()]) if records and "glide" in records else []
         out["unresolved"] = [decode_int(v) for v in group["unresolved"][()]] if "unresolved" in group else []

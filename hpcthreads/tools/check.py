@@ -17,6 +17,7 @@ from hpcthreads.io import schema
 from hpcthreads.io.digest import MEANING_ATTRS, attrs_digest, summary_digest, verify_rows
 from hpcthreads.io.results import Results
 from hpcthreads.io.summaries import load_summary
+from hpcthreads.io.validate import attr, reading
 from hpcthreads.workloads.base import to_plain
 
 
@@ -57,7 +58,7 @@ def _check_attrs(report: CheckReport, results: Results, name: str, group: Any, c
         return
     if "attrs_digest" not in attrs:
         report.notes.append(f"job {name!r}: no checksum of its attributes (written by an earlier version)")
-    elif attrs_digest(attrs, results.attrs.get("integer_encoding", "")) != int(attrs["attrs_digest"]):
+    elif attrs_digest(attrs, results.attrs.get("integer_encoding", "")) != attr(group, "attrs_digest", "int"):
         changed = ", ".join(n for n in MEANING_ATTRS if n in attrs)
         report.problems.append(
             f"job {name!r}: the attributes that say where its data lies and how to read it were changed "
@@ -68,7 +69,7 @@ def _check_attrs(report: CheckReport, results: Results, name: str, group: Any, c
 def check_file(path: Path) -> CheckReport:
     """Verify every checksum of the results file `path`."""
     report = CheckReport(Path(path))
-    with Results(path) as results:
+    with Results(path) as results, reading(path):
         digests = (
             results.file["run"]["digests"]
             if "run" in results.file and "digests" in results.file["run"]
@@ -85,7 +86,7 @@ def check_file(path: Path) -> CheckReport:
                     if name in group
                 }
                 summary = load_summary(group)
-                if summary_digest(to_plain(summary), extra) != int(group.attrs["summary_digest"]):
+                if summary_digest(to_plain(summary), extra) != attr(group, "summary_digest", "int"):
                     report.problems.append(
                         f"job {job.name!r}: its summary (records, histogram, counts) was changed"
                     )
@@ -108,7 +109,7 @@ def check_file(path: Path) -> CheckReport:
                 report.problems.append(f"job {job.name!r}: data of items {items} was changed")
             if complete:
                 covered = sum(count for _, count, _ in rows)
-                size = schema.decode_int(group.attrs["size"])
+                size = attr(group, "size", "int")
                 if covered != size:
                     report.problems.append(
                         f"job {job.name!r}: checksums cover {covered:,} of its {size:,} items"

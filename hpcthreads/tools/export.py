@@ -20,6 +20,7 @@ from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.results import BLOCK_ROWS, JobResults, Results
 from hpcthreads.io.safewrite import Staged, staged
 from hpcthreads.io.space import full_error, is_disk_full
+from hpcthreads.io.validate import reading
 
 Table = tuple[list[str], Iterator[list[list[Any]]]]
 
@@ -92,7 +93,7 @@ def export(
     named twice is exported once.
     """
     written = []
-    with Results(output) as results:
+    with Results(output) as results, reading(output):
         if "simulated" in results.attrs:
             # Its workers computed nothing: the tables would be empty, and empty is not a result
             raise ConfigError(

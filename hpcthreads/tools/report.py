@@ -17,6 +17,7 @@ from hpcthreads.io.paths import check_output_path
 from hpcthreads.io.reader import read_results
 from hpcthreads.io.results import JobResults, Results
 from hpcthreads.io.safewrite import replacing, write_replacing
+from hpcthreads.io.validate import reading
 from hpcthreads.tools.inspection import format_summary
 
 # Most thread paths drawn in the tree figure
@@ -233,7 +234,7 @@ def build_report(output: Path, folder: Path, with_html: bool = False, force: boo
 
 def _build(output: Path, folder: Path, with_html: bool, summary: dict, force: bool) -> Report:
     figures: list[Path] = []
-    with Results(output) as results:
+    with Results(output) as results, reading(output):
         plan = _figures(results, folder)
         html_path = folder / "report.html" if with_html else None
         for path in [path for _, _, path in plan] + ([html_path] if html_path else []):
