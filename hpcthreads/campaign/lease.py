@@ -403,9 +403,13 @@ class HolderFile:
             write_replacing(self.path, json.dumps(self.info), "holder record")
         return self.path.stat().st_mtime
 
-    def leave(self) -> None:
-        """Remove the record: holders/ lists the runs in the campaign (and those that died in it)."""
+    def leave(self, stopped: bool = False) -> None:
+        """Mark the record left, as the account of what this run did; remove it when the run was
+        `stopped` by a signal: its unit is released, and the job, requeued, joins again as a new run."""
         try:
-            self.path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("cannot remove the holder record %s: %s", self.path, exc.strerror)
+            if stopped:
+                self.path.unlink(missing_ok=True)
+            else:
+                self.write(unit=None, left=time.time())
+        except (OSError, HPCThreadsError) as exc:
+            log.warning("cannot update the holder record %s: %s", self.path, exc)

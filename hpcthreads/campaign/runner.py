@@ -197,7 +197,7 @@ class Holder:
             self.file.leave()
             self._tell(Next())
             raise
-        self.file.leave()
+        self.file.leave(stopped=word.exit_code == EXIT_INTERRUPTED)
         self._tell(Next())
         # Every rank says it is leaving, and all leave together (MPICH 4.0 over UCX's TCP
         # transport was seen to hang in MPI_Finalize when one rank went into it alone)
@@ -269,6 +269,11 @@ class Holder:
         except JobFailedError as exc:
             lease.release()
             return Next(exit_code=1, message=f"unit {unit.id} failed: {exc}")
+        except OSError:
+            # The unit's run could not write its files (a folder removed under it, a full disk): it has
+            # stopped, and its part, whatever is left of it, may be taken by the next run at once
+            lease.release()
+            raise
         except BaseException:
             # The claim is no longer renewed: it expires, and another run takes the unit
             lease.stop()
@@ -278,6 +283,8 @@ class Holder:
             self._install_signals()
         lease.stop()
         self._mark_done(lease, result)
+        # Released once done: should its marker be removed, the unit is free at once, not after expiry
+        lease.release()
         return None
 
     def _take_part(self, lease: Lease) -> bool:

@@ -101,7 +101,7 @@ class Campaign:
         path = root / CAMPAIGN_FILE
         if not root.is_dir():
             raise ConfigError(f"campaign {str(root)!r}: no such directory")
-        if not path.is_file():
+        if not os.path.lexists(path):
             raise ConfigError(
                 f"{str(root)!r} is not a campaign (it has no {CAMPAIGN_FILE}); "
                 "make one with: hpcthreads campaign create DIR JOBFILE"
@@ -123,7 +123,7 @@ class Campaign:
             )
         try:
             campaign = cls(root, document)
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, ConfigError) as exc:
             raise ConfigError(f"{path}: inconsistent campaign file ({exc})") from None
         if repair:
             campaign.make_folders()
@@ -143,6 +143,8 @@ class Campaign:
             try:
                 path.mkdir()
             except FileExistsError:
+                if path.is_dir():
+                    continue  # made this instant by another thread or run
                 raise OutputError(f"campaign {str(self.root)!r}: {folder} is not a folder") from None
             except OSError as exc:
                 raise OutputError(
@@ -217,14 +219,14 @@ def check_units(entries: Any, jobs: tuple[Job, ...]) -> list[Unit]:
 
 
 def check_done(record: dict[str, Any], unit: Unit) -> dict[str, Any]:
-    """A done marker's record, as `Holder._mark_done` writes it; DamagedRecord otherwise."""
+    """A done marker's record: the unit's part it names, and, where it says them, its time and items."""
     part = record.get("part")
     if not isinstance(part, str) or not re.fullmatch(rf"{unit.id}\.g\d{{4,}}\.h5", part):
         raise DamagedRecord(f"its part {shown(part)} is not one of this unit's parts")
-    if number(record.get("finished")) is None:
-        raise DamagedRecord(f"its finishing time {shown(record.get('finished'))} is not a number")
-    if record.get("items") != unit.count or not is_count(record.get("items")):
-        raise DamagedRecord(f"it says {shown(record.get('items'))} items; the unit has {unit.count:,}")
+    if "finished" in record and number(record["finished"]) is None:
+        raise DamagedRecord(f"its finishing time {shown(record['finished'])} is not a number")
+    if "items" in record and (not is_count(record["items"]) or record["items"] != unit.count):
+        raise DamagedRecord(f"it says {shown(record['items'])} items; the unit has {unit.count:,}")
     return record
 
 
