@@ -18,7 +18,8 @@ import pytest
 from helpers import cli, kill_run
 from test_campaign import join, wait_until
 
-from hpcthreads.campaign.lease import MAX_LEASE_SECONDS, LeaseView, Sightings, claim_next, identity
+from hpcthreads.campaign.holders import identity
+from hpcthreads.campaign.lease import MAX_LEASE_SECONDS, LeaseView, Sightings, claim_next
 from hpcthreads.campaign.store import FOLDERS, Campaign
 
 JOBS = "jobs:\n  - {name: c, type: collatz, parameters: {count: 40000, batch_size: 10000}}\n"

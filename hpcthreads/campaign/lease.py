@@ -29,10 +29,7 @@ import logging
 import math
 import os
 import re
-import secrets
-import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,7 @@ from typing import Any
 from hpcthreads.campaign.records import DamagedRecord, mapping, number, read_record, text
 from hpcthreads.campaign.store import Campaign, Unit
 from hpcthreads.errors import HPCThreadsError
-from hpcthreads.io.safewrite import temporary_beside, write_replacing
+from hpcthreads.io.safewrite import temporary_beside
 
 log = logging.getLogger("hpcthreads")
 
@@ -52,29 +49,6 @@ MAX_LEASE_SECONDS = 86400.0
 LEASE_NAME = re.compile(r"(u\d{6,})\.g(\d{4,})(\.released)?")
 PART_NAME = re.compile(r"(u\d{6,})\.g(\d{4,})\.h5.*")
 PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
-
-
-def job_id() -> str:
-    """The batch job this process belongs to, as its scheduler names it (empty outside one)."""
-    slurm = os.environ.get("SLURM_JOB_ID")
-    if slurm:
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        array = os.environ.get("SLURM_ARRAY_JOB_ID")
-        return f"slurm {array}_{task}" if array and task else f"slurm {slurm}"
-    for name, label in (("OMPI_MCA_orte_job_id", "mpi"), ("KUBERNETES_SERVICE_HOST", "pod")):
-        if os.environ.get(name):
-            return f"{label} {os.environ.get('HOSTNAME', socket.gethostname())}"
-    return ""
-
-
-def identity() -> dict[str, Any]:
-    host = socket.gethostname()
-    return {
-        "holder": f"{host}-{os.getpid()}-{secrets.token_hex(3)}",
-        "host": host,
-        "pid": os.getpid(),
-        "job_id": job_id(),
-    }
 
 
 def server_now(folder: Path) -> float:
@@ -382,34 +356,3 @@ def claim_next(
                 )
                 return lease, len(remaining)
     return None, len(remaining)
-
-
-class HolderFile:
-    """DIR/holders/ID.json: who this run is, what it holds, what it did; its mtime is its heartbeat."""
-
-    def __init__(self, campaign: Campaign, info: dict[str, Any]) -> None:
-        self.campaign = campaign
-        self.path = campaign.folder("holders") / f"{info['holder']}.json"
-        self.info = {**info, "joined": time.time(), "unit": None, "units_done": 0, "items_done": 0}
-
-    def write(self, **changes: Any) -> float:
-        """Record the changes; returns the server's time of the write."""
-        self.info.update(changes, seen=time.time())
-        try:
-            write_replacing(self.path, json.dumps(self.info), "holder record")
-        except FileNotFoundError:
-            # holders/ was removed: made again, with this run's record
-            self.campaign.make_folders()
-            write_replacing(self.path, json.dumps(self.info), "holder record")
-        return self.path.stat().st_mtime
-
-    def leave(self, stopped: bool = False) -> None:
-        """Mark the record left, as the account of what this run did; remove it when the run was
-        `stopped` by a signal: its unit is released, and the job, requeued, joins again as a new run."""
-        try:
-            if stopped:
-                self.path.unlink(missing_ok=True)
-            else:
-                self.write(unit=None, left=time.time())
-        except (OSError, HPCThreadsError) as exc:
-            log.warning("cannot update the holder record %s: %s", self.path, exc)

@@ -22,13 +22,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hpcthreads.campaign.holders import HolderFile, identity
 from hpcthreads.campaign.lease import (
     DEFAULT_LEASE_SECONDS,
-    HolderFile,
     Lease,
     Sightings,
     claim_next,
-    identity,
     lease_path,
     renew_interval,
     server_now,

@@ -12,8 +12,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hpcthreads.campaign.holders import holder_info
 from hpcthreads.campaign.lease import newest_leases, server_now
-from hpcthreads.campaign.records import DamagedRecord, is_count, mapping, read_record, text
+from hpcthreads.campaign.records import DamagedRecord, read_record
 from hpcthreads.campaign.store import Campaign
 from hpcthreads.errors import OutputError
 from hpcthreads.io.safewrite import write_replacing
@@ -131,17 +132,6 @@ def _holders(campaign: Campaign, now: float, leases: dict) -> list[dict[str, Any
         limit = timeouts.get(info["holder"], 300.0)
         active = not info["left"] and age <= max(limit, 60.0)
         out.append({**info, "seen_seconds_ago": round(age, 1), "active": active})
-    return out
-
-
-def holder_info(value: Any) -> dict[str, Any]:
-    """A holder record's fields as status shows them, each of its type or None; DamagedRecord for a
-    record that is not a mapping."""
-    record = mapping(value, "it")
-    out: dict[str, Any] = {key: text(record.get(key)) for key in ("holder", "host", "job_id", "unit")}
-    for key in ("pid", "units_done", "items_done"):
-        out[key] = record[key] if is_count(record.get(key)) else None
-    out["left"] = "left" in record
     return out
 
 
