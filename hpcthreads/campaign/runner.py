@@ -176,8 +176,8 @@ class Holder:
         self.t0 = time.perf_counter()
 
     def serve(self) -> RunResult:
+        # The holder record is written first thing in the loop, where a failure to write is one line
         self._install_signals()
-        self.file.write()
         log.info(
             "joined campaign %s as %s (%d unit(s) in all, lease %.0f s)",
             self.campaign.root,
