@@ -118,13 +118,11 @@ def lease_info(value: Any) -> dict[str, Any]:
     }
 
 
-def newest_leases(
-    campaign: Campaign, with_info: bool = True, units: set[str] | None = None
-) -> dict[str, LeaseView]:
+def newest_leases(campaign: Campaign, with_info: bool = True) -> dict[str, LeaseView]:
     """Per unit of the campaign, its newest claim (units never claimed are absent)."""
     views: dict[str, LeaseView] = {}
     released: set[tuple[str, int]] = set()
-    units = set(campaign.by_id) if units is None else units
+    units = set(campaign.by_id)
     for unit, generation, suffix in _generations(campaign.folder("leases"), LEASE_NAME, units):
         if suffix:
             released.add((unit, generation))
