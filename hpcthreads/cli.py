@@ -14,7 +14,7 @@ import click
 
 from hpcthreads import __version__
 from hpcthreads.campaign.cli import campaign as campaign_group
-from hpcthreads.campaign.lease import DEFAULT_LEASE_SECONDS, MIN_LEASE_SECONDS
+from hpcthreads.campaign.lease import DEFAULT_LEASE_SECONDS, MAX_LEASE_SECONDS, MIN_LEASE_SECONDS
 from hpcthreads.config import JOB_TYPES, RunConfig
 from hpcthreads.errors import (
     ConfigError,
@@ -262,7 +262,7 @@ main.add_command(campaign_group)
 )
 @click.option(
     "--lease-timeout",
-    type=SecondsType(MIN_LEASE_SECONDS, 1e7),
+    type=SecondsType(MIN_LEASE_SECONDS, MAX_LEASE_SECONDS),
     default=DEFAULT_LEASE_SECONDS,
     show_default=True,
     help="With --campaign: seconds without renewal after which another run may take this run's unit.",

@@ -180,7 +180,8 @@ RACER = textwrap.dedent(
     """
     import json, os, sys, time
     from pathlib import Path
-    from hpcthreads.campaign.lease import claim_next, identity, server_now
+    from hpcthreads.campaign.holders import identity
+    from hpcthreads.campaign.lease import claim_next, server_now
     from hpcthreads.campaign.store import Campaign, publish
     root, go, log = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     campaign = Campaign.open(root)

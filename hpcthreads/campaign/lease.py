@@ -11,7 +11,13 @@ finds a newer generation (or the unit done) has lost the unit and stops it.
 Ages are measured in the file server's clock: "now" is the mtime of a file
 just written, so skew between the nodes' clocks does not enter (on
 filesystems whose clients stamp times themselves, the skew adds to or takes
-from the timeout). Correctness never rests on a lease: every generation
+from the timeout). Two kinds of claims are judged without trusting what they
+say: one that cannot be read (torn, or not a lease record) has expired once
+it is older than MAX_LEASE_SECONDS, the longest timeout any run may set; one
+stamped ahead of the server's clock (by a skewed clock) also expires once
+it has gone MAX_LEASE_SECONDS on the server's clock without a change, counted
+from the server's record of its last change (ctime) or from when this run
+first saw that stamp. Correctness never rests on a lease: every generation
 writes its own part file, and the first finished part of a unit is the one
 `done/UNIT` names.
 """
@@ -20,49 +26,29 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
-import secrets
-import socket
 import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hpcthreads.campaign.records import DamagedRecord, mapping, number, read_record, text
 from hpcthreads.campaign.store import Campaign, Unit
-from hpcthreads.io.safewrite import temporary_beside, write_replacing
+from hpcthreads.errors import HPCThreadsError
+from hpcthreads.io.safewrite import temporary_beside
 
 log = logging.getLogger("hpcthreads")
 
 DEFAULT_LEASE_SECONDS = 300.0
 # The shortest lease timeout a run may ask for (--lease-timeout)
 MIN_LEASE_SECONDS = 1.0
-LEASE_NAME = re.compile(r"(u\d{6})\.g(\d{4,})(\.released)?")
+# The longest (--lease-timeout): how long a claim that cannot be read, or is stamped by a skewed clock, lasts
+MAX_LEASE_SECONDS = 86400.0
+LEASE_NAME = re.compile(r"(u\d{6,})\.g(\d{4,})(\.released)?")
+PART_NAME = re.compile(r"(u\d{6,})\.g(\d{4,})\.h5.*")
 PRIORITY_ORDER = {"high": 0, "normal": 1, "low": 2}
-
-
-def job_id() -> str:
-    """The batch job this process belongs to, as its scheduler names it (empty outside one)."""
-    slurm = os.environ.get("SLURM_JOB_ID")
-    if slurm:
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        array = os.environ.get("SLURM_ARRAY_JOB_ID")
-        return f"slurm {array}_{task}" if array and task else f"slurm {slurm}"
-    for name, label in (("OMPI_MCA_orte_job_id", "mpi"), ("KUBERNETES_SERVICE_HOST", "pod")):
-        if os.environ.get(name):
-            return f"{label} {os.environ.get('HOSTNAME', socket.gethostname())}"
-    return ""
-
-
-def identity() -> dict[str, Any]:
-    host = socket.gethostname()
-    return {
-        "holder": f"{host}-{os.getpid()}-{secrets.token_hex(3)}",
-        "host": host,
-        "pid": os.getpid(),
-        "job_id": job_id(),
-    }
 
 
 def server_now(folder: Path) -> float:
@@ -79,40 +65,66 @@ def server_now(folder: Path) -> float:
 
 @dataclass
 class LeaseView:
-    """The newest claim of one unit, as seen by listing the leases folder."""
+    """The newest claim of one unit, as seen by listing the leases folder.
+
+    `info` is the claim's record, None until read or when it cannot be read;
+    `seen` is when (server's clock) this run first saw the claim's stamp.
+    """
 
     unit: str
     generation: int = -1
     released: bool = False
     mtime: float = 0.0
-    info: dict[str, Any] = field(default_factory=dict)
+    ctime: float = 0.0
+    seen: float = math.inf
+    info: dict[str, Any] | None = None
 
     def age(self, now: float) -> float:
         return max(0.0, now - self.mtime)
 
     def expired(self, now: float) -> bool:
-        return self.generation >= 0 and not self.released and self.age(now) > self.timeout
+        """Whether another run may take the unit: see the module's docstring."""
+        if self.generation < 0 or self.released:
+            return False
+        if now - self.mtime > self.timeout:
+            return True
+        # Stamped ahead of the server's clock: counted in the server's clock, with the longest timeout
+        return self.mtime > now and now - min(self.ctime, self.seen) > MAX_LEASE_SECONDS
 
     @property
     def timeout(self) -> float:
-        return float(self.info.get("lease_seconds", DEFAULT_LEASE_SECONDS))
+        """The holder's timeout; the longest any run may set when its record cannot be read."""
+        return self.info["lease_seconds"] if self.info is not None else MAX_LEASE_SECONDS
+
+    def field(self, key: str) -> Any:
+        return None if self.info is None else self.info.get(key)
 
 
 def lease_path(campaign: Campaign, unit: str, generation: int) -> Path:
     return campaign.folder("leases") / f"{unit}.g{generation:04d}"
 
 
+def lease_info(value: Any) -> dict[str, Any]:
+    """A claim's record as `try_claim` writes it, its fields typed; DamagedRecord otherwise."""
+    record = mapping(value, "it")
+    seconds = number(record.get("lease_seconds"))
+    if seconds is None or not MIN_LEASE_SECONDS <= seconds <= MAX_LEASE_SECONDS:
+        raise DamagedRecord("its lease_seconds is not a timeout")
+    pid = record.get("pid")
+    return {
+        **{key: text(record.get(key)) for key in ("holder", "host", "job_id")},
+        "pid": pid if type(pid) is int else None,
+        "lease_seconds": seconds,
+    }
+
+
 def newest_leases(campaign: Campaign, with_info: bool = True) -> dict[str, LeaseView]:
-    """Per unit, its newest claim (units never claimed are absent)."""
+    """Per unit of the campaign, its newest claim (units never claimed are absent)."""
     views: dict[str, LeaseView] = {}
     released: set[tuple[str, int]] = set()
-    folder = campaign.folder("leases")
-    for name in os.listdir(folder):
-        match = LEASE_NAME.fullmatch(name)
-        if not match:
-            continue
-        unit, generation = match.group(1), int(match.group(2))
-        if match.group(3):
+    units = set(campaign.by_id)
+    for unit, generation, suffix in _generations(campaign.folder("leases"), LEASE_NAME, units):
+        if suffix:
             released.add((unit, generation))
         elif generation > views.get(unit, LeaseView(unit)).generation:
             views[unit] = LeaseView(unit, generation)
@@ -122,25 +134,65 @@ def newest_leases(campaign: Campaign, with_info: bool = True) -> dict[str, Lease
     return views
 
 
+def newest_parts(campaign: Campaign) -> dict[str, int]:
+    """Per unit, the newest generation of which any part file exists (its lease may have been removed)."""
+    newest: dict[str, int] = {}
+    for unit, generation, _ in _generations(campaign.folder("parts"), PART_NAME, set(campaign.by_id)):
+        newest[unit] = max(generation, newest.get(unit, -1))
+    return newest
+
+
+def _generations(folder: Path, pattern: re.Pattern, units: set[str]) -> list[tuple[str, int, str | None]]:
+    out = []
+    for name in os.listdir(folder):
+        match = pattern.fullmatch(name)
+        if match and match.group(1) in units:
+            out.append((match.group(1), int(match.group(2)), match.group(3) if pattern.groups > 2 else None))
+    return out
+
+
 def _read(campaign: Campaign, view: LeaseView, with_info: bool) -> None:
     path = lease_path(campaign, view.unit, view.generation)
     try:
-        view.mtime = path.stat().st_mtime
-        if with_info:
-            view.info = json.loads(path.read_text(encoding="utf-8") or "{}")
-    except (OSError, ValueError):
-        # Being written this instant, or removed: it counts as fresh, never as expired
-        view.mtime = float("inf")
+        stamp = os.lstat(path)
+    except OSError:
+        # Removed since the listing (taken over, or its unit done): fresh until the next look
+        view.mtime = view.ctime = math.inf
+        return
+    view.mtime, view.ctime = stamp.st_mtime, stamp.st_ctime
+    if with_info:
+        try:
+            view.info = lease_info(read_record(path))
+        except (DamagedRecord, OSError):
+            # Torn, or not a claim at all: judged by its age alone (see the module's docstring)
+            view.info = None
+
+
+class Sightings:
+    """When this run first saw each claim stamped ahead of the server's clock (in the server's clock)."""
+
+    def __init__(self) -> None:
+        self.first: dict[tuple[str, int, float], float] = {}
+
+    def note(self, views: dict[str, LeaseView], now: float) -> None:
+        ahead = {(v.unit, v.generation, v.mtime): v for v in views.values() if v.mtime > now}
+        # A new stamp (a renewal) starts a new count; stamps no longer seen are forgotten
+        self.first = {key: self.first.get(key, now) for key in ahead}
+        for key, view in ahead.items():
+            view.seen = self.first[key]
 
 
 class Lease:
     """A claim this process holds, renewed by a thread until it is dropped."""
 
-    def __init__(self, campaign: Campaign, unit: Unit, generation: int, seconds: float) -> None:
+    def __init__(
+        self, campaign: Campaign, unit: Unit, generation: int, seconds: float, record: dict[str, Any]
+    ) -> None:
         self.campaign = campaign
         self.unit = unit
         self.generation = generation
         self.seconds = seconds
+        self.record = record
         self.path = lease_path(campaign, unit.id, generation)
         self.lost_reason: str | None = None
         self._stop = threading.Event()
@@ -163,20 +215,33 @@ class Lease:
         try:
             os.utime(self.path)
         except FileNotFoundError:
-            self.lost_reason = "lease removed"
-            return
+            self._restore()
         except OSError as exc:
-            log.warning("cannot renew the lease %s: %s", self.path, exc)
+            log.warning("cannot renew the lease %s: %s", self.path, exc.strerror)
         newer = lease_path(self.campaign, self.unit.id, self.generation + 1)
-        if newer.exists():
+        if self.lost_reason is None and os.path.lexists(newer):
             self.lost_reason = "lease taken over (it was not renewed in time)"
-        elif self.campaign.done_record(self.unit.id) is not None:
+        elif self.lost_reason is None and os.path.lexists(self.campaign.folder("done") / self.unit.id):
             self.lost_reason = "unit done by another run"
+
+    def _restore(self) -> None:
+        """Make the claim again after its file (or all of leases/) was removed, unless another run has."""
+        self.campaign.make_folders()
+        if os.path.lexists(lease_path(self.campaign, self.unit.id, self.generation + 1)):
+            return
+        if create_claim(self.path, self.record):
+            log.warning("unit %s: its lease %s was removed; made it again", self.unit.id, self.path.name)
+        else:
+            self.lost_reason = "lease removed, and claimed again by another run"
 
     def _renew_loop(self) -> None:
         interval = renew_interval(self.seconds)
         while not self._stop.wait(interval):
-            self.check()
+            try:
+                self.check()
+            except (OSError, HPCThreadsError) as exc:
+                # Tried again at the next renewal; the claim expires if this goes on
+                log.warning("unit %s: cannot renew its lease: %s", self.unit.id, exc)
             if self.lost_reason:
                 log.warning("unit %s: %s; stopping it", self.unit.id, self.lost_reason)
                 return
@@ -207,17 +272,28 @@ def try_claim(
 ) -> Lease | None:
     """Create the unit's claim of this generation; None when another run made it first."""
     path = lease_path(campaign, unit.id, generation)
+    record = {**holder, "unit": unit.id, "generation": generation, "lease_seconds": seconds}
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        made = create_claim(path, record)
+    except FileNotFoundError:
+        # leases/ was removed since this pass began
+        campaign.make_folders()
+        made = create_claim(path, record)
+    return Lease(campaign, unit, generation, seconds, record) if made else None
+
+
+def create_claim(path: Path, record: dict[str, Any]) -> bool:
+    """Create the claim file PATH holding RECORD; False when it exists (another run made it first)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     except FileExistsError:
-        return None
+        return False
     try:
-        info = {**holder, "unit": unit.id, "generation": generation, "lease_seconds": seconds}
-        os.write(fd, json.dumps(info).encode())
+        os.write(fd, json.dumps(record).encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-    return Lease(campaign, unit, generation, seconds)
+    return True
 
 
 def claim_order(campaign: Campaign) -> list[Unit]:
@@ -228,35 +304,47 @@ def claim_order(campaign: Campaign) -> list[Unit]:
 
 
 def claim_next(
-    campaign: Campaign, holder: dict[str, Any], seconds: float, now: float
+    campaign: Campaign,
+    holder: dict[str, Any],
+    seconds: float,
+    now: float,
+    sightings: Sightings | None = None,
 ) -> tuple[Lease | None, int]:
     """Claim the first unit not done and not held: never claimed first, then released, then expired.
 
     Returns the lease (None when no unit can be had now) and how many units
-    are not done yet.
+    are not done yet. A new claim's generation is past every earlier claim's
+    and every part's, so two claims never share a part, even after leases/
+    was removed.
     """
     done = campaign.done_ids()
     leases = newest_leases(campaign, with_info=False)
+    if sightings is not None:
+        sightings.note(leases, now)
+    parts = newest_parts(campaign)
     remaining = [unit for unit in claim_order(campaign) if unit.id not in done]
     fresh = [unit for unit in remaining if unit.id not in leases]
     released = [unit for unit in remaining if unit.id in leases and leases[unit.id].released]
     held = [unit for unit in remaining if unit.id in leases and not leases[unit.id].released]
+
+    def next_generation(unit: Unit) -> int:
+        return max(leases[unit.id].generation if unit.id in leases else -1, parts.get(unit.id, -1)) + 1
+
     for unit in fresh + released:
-        generation = leases[unit.id].generation + 1 if unit.id in leases else 0
-        lease = try_claim(campaign, unit, generation, holder, seconds)
+        lease = try_claim(campaign, unit, next_generation(unit), holder, seconds)
         if lease is not None:
             return lease, len(remaining)
     for unit in held:
         view = leases[unit.id]
-        if view.age(now) <= MIN_LEASE_SECONDS:
+        if now - MIN_LEASE_SECONDS <= view.mtime <= now:
             continue
         # Its holder and timeout, read only for claims old enough to have expired (one small file)
         _read(campaign, view, True)
         if view.expired(now):
-            lease = try_claim(campaign, unit, view.generation + 1, holder, seconds)
+            lease = try_claim(campaign, unit, next_generation(unit), holder, seconds)
             if lease is not None:
                 age = view.age(now)
-                who = f"{view.info.get('host', '?')} pid {view.info.get('pid', '?')}"
+                who = f"{view.field('host') or '?'} pid {view.field('pid') or '?'}"
                 log.warning(
                     "unit %s: the lease of %s was not renewed for %.0f s (timeout %.0f s); taking it over",
                     unit.id,
@@ -266,20 +354,3 @@ def claim_next(
                 )
                 return lease, len(remaining)
     return None, len(remaining)
-
-
-class HolderFile:
-    """DIR/holders/ID.json: who this run is, what it holds, what it did; its mtime is its heartbeat."""
-
-    def __init__(self, campaign: Campaign, info: dict[str, Any]) -> None:
-        self.path = campaign.folder("holders") / f"{info['holder']}.json"
-        self.info = {**info, "joined": time.time(), "unit": None, "units_done": 0, "items_done": 0}
-
-    def write(self, **changes: Any) -> float:
-        """Record the changes; returns the server's time of the write."""
-        self.info.update(changes, seen=time.time())
-        write_replacing(self.path, json.dumps(self.info), "holder record")
-        return self.path.stat().st_mtime
-
-    def leave(self) -> None:
-        self.write(unit=None, left=time.time())

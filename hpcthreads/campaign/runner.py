@@ -3,6 +3,8 @@
 Rank 0 claims and tells the other ranks which unit comes next (point to
 point, polled with sleeps: a rank waiting for the next unit does not spin);
 every rank then takes part in the unit's run exactly as in `hpcthreads run`.
+A signal to any rank while it waits for a unit stops the whole run: a rank
+other than 0 tells rank 0, which stops as on a signal of its own (exit 75).
 A unit taken over from a holder that stopped renewing its lease starts from
 a copy of that holder's part and ledger (a released one, from the files
 themselves), so no finished chunk is computed twice and the old holder, if it
@@ -20,16 +22,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hpcthreads.campaign.holders import HolderFile, identity
 from hpcthreads.campaign.lease import (
     DEFAULT_LEASE_SECONDS,
-    HolderFile,
     Lease,
+    Sightings,
     claim_next,
-    identity,
     lease_path,
     renew_interval,
+    server_now,
 )
-from hpcthreads.campaign.store import Campaign, Unit, publish
+from hpcthreads.campaign.store import FOLDERS, Campaign, Unit, publish
 from hpcthreads.config import RunConfig
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io.paths import LOCK_SUFFIX
@@ -43,6 +46,11 @@ log = logging.getLogger("hpcthreads")
 
 TAG_NEXT = 77
 TAG_BYE = 78
+# A rank other than 0 was signalled while it waited for a unit
+TAG_STOP = 79
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+# The longest a waiting rank 0 sleeps before it looks for a signal again
+PAUSE_STEP_SECONDS = 0.1
 # The files of one unit's part besides the results file itself
 SIDE_SUFFIXES = (".partial", ledger.LEDGER_SUFFIX, ledger.CHECKPOINT_SUFFIX, LOCK_SUFFIX)
 
@@ -70,16 +78,50 @@ def run_campaign(
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
     setup_logging(rank, size, base.log_level, base.log_file)
     abort_on_exception(comm)
-    campaign = rank0_answer(comm, lambda: Campaign.open(root))
+    campaign = rank0_answer(comm, lambda: open_for_run(root))
     if rank == 0:
         return Holder(campaign, base, lease_seconds, wait, comm, size).serve()
     while True:
-        word = _receive(comm, TAG_NEXT)
+        word = _wait_for_word(comm)
         if word.unit is None:
             # Said to rank 0 before leaving: no rank goes into MPI's finalize alone
             comm.send(None, dest=0, tag=TAG_BYE)
             return RunResult(rank, size)
         _run_unit(campaign, base, word, None)
+
+
+def open_for_run(root: Path) -> Campaign:
+    """The campaign, its missing folders made again, each folder written to once: a run records its
+    claims and results there, and cannot start in a directory it may only read."""
+    campaign = Campaign.open(root, repair=True)
+    for folder in FOLDERS:
+        try:
+            server_now(campaign.folder(folder))
+        except OSError as exc:
+            raise OutputError(
+                f"campaign {str(root)!r}: cannot write in its folder {folder}/ ({exc.strerror}); "
+                "a run records its claims and results there (campaign status works without writing)"
+            ) from None
+    return campaign
+
+
+def _wait_for_word(comm: Any) -> Next:
+    """Rank 0's next word; a signal meanwhile is passed on to rank 0, which stops the run."""
+    said: list[str] = []
+
+    def handler(signum: int, _frame: Any) -> None:
+        said.append(signal.Signals(signum).name)
+
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, handler)
+    poller = Poller(ceiling=0.05)
+    told = False
+    while not comm.Iprobe(source=0, tag=TAG_NEXT):
+        if said and not told:
+            comm.send(said[0], dest=0, tag=TAG_STOP)
+            told = True
+        poller.wait()
+    return comm.recv(source=0, tag=TAG_NEXT)
 
 
 def _receive(comm: Any, tag: int, source: int = 0) -> Any:
@@ -127,14 +169,15 @@ class Holder:
         self.size = size
         self.me = identity()
         self.file = HolderFile(campaign, self.me)
+        self.sightings = Sightings()
         self.signalled: str | None = None
         self.units = 0
         self.items = 0
         self.t0 = time.perf_counter()
 
     def serve(self) -> RunResult:
+        # The holder record is written first thing in the loop, where a failure to write is one line
         self._install_signals()
-        self.file.write()
         log.info(
             "joined campaign %s as %s (%d unit(s) in all, lease %.0f s)",
             self.campaign.root,
@@ -144,32 +187,39 @@ class Holder:
         )
         try:
             word = self._loop()
+        except OSError as exc:
+            # The campaign's files, changed under the run (a folder made a file, a full disk)
+            where = f"{exc.filename}: " if exc.filename else ""
+            word = Next(exit_code=2, message=f"campaign {str(self.campaign.root)!r}: {where}{exc.strerror}")
         except BaseException:
             # Ranks still waiting for a unit leave too (those that failed with this rank are gone)
             self.file.leave()
             self._tell(Next())
             raise
-        self.file.leave()
+        self.file.leave(stopped=word.exit_code == EXIT_INTERRUPTED)
         self._tell(Next())
         # Every rank says it is leaving, and all leave together (MPICH 4.0 over UCX's TCP
         # transport was seen to hang in MPI_Finalize when one rank went into it alone)
         for rank in range(1, self.size):
             _receive(self.comm, TAG_BYE, rank)
+        # A rank signalled while rank 0 stopped on its own signal has said so too: not left unread
+        while self.size > 1 and self.comm.Iprobe(tag=TAG_STOP):
+            self.comm.recv(tag=TAG_STOP)
         result = RunResult(0, self.size, wall_seconds=time.perf_counter() - self.t0, message=word.message)
-        if word.exit_code == EXIT_INTERRUPTED:
-            raise CampaignStopped(word.message)
         if word.exit_code:
-            raise JobFailedError(word.message)
+            kind = {EXIT_INTERRUPTED: CampaignStopped, 1: JobFailedError}.get(word.exit_code, OutputError)
+            raise kind(word.message)
         return result
 
     def _loop(self) -> Next:
         waiting_said = False
         while True:
-            if self.signalled:
+            if self._stop_asked():
                 return Next(exit_code=EXIT_INTERRUPTED, message=self._left(f"stopped by {self.signalled}"))
+            self.campaign.make_folders()
             now = self.file.write(unit=None)
             self._metrics()
-            lease, remaining = claim_next(self.campaign, self.me, self.lease_seconds, now)
+            lease, remaining = claim_next(self.campaign, self.me, self.lease_seconds, now, self.sightings)
             if lease is None:
                 if remaining == 0:
                     return Next(message=self._left("the campaign is complete"))
@@ -178,7 +228,7 @@ class Holder:
                 if not waiting_said:
                     log.info("waiting: %d unit(s) not done, all held by other runs", remaining)
                     waiting_said = True
-                time.sleep(min(renew_interval(self.lease_seconds), 5.0))
+                self._pause(min(renew_interval(self.lease_seconds), 5.0))
                 continue
             waiting_said = False
             outcome = self._hold(lease)
@@ -218,6 +268,11 @@ class Holder:
         except JobFailedError as exc:
             lease.release()
             return Next(exit_code=1, message=f"unit {unit.id} failed: {exc}")
+        except OSError:
+            # The unit's run could not write its files (a folder removed under it, a full disk): it has
+            # stopped, and its part, whatever is left of it, may be taken by the next run at once
+            lease.release()
+            raise
         except BaseException:
             # The claim is no longer renewed: it expires, and another run takes the unit
             lease.stop()
@@ -227,6 +282,8 @@ class Holder:
             self._install_signals()
         lease.stop()
         self._mark_done(lease, result)
+        # Released once done: should its marker be removed, the unit is free at once, not after expiry
+        lease.release()
         return None
 
     def _take_part(self, lease: Lease) -> bool:
@@ -262,6 +319,8 @@ class Holder:
             "finished": time.time(),
         }
         done = self.campaign.folder("done") / unit.id
+        # done/ may have been removed while the unit ran (its markers are lost: those units run again)
+        self.campaign.make_folders()
         if publish(done, json.dumps(record)):
             self.units += 1
             self.items += unit.count
@@ -308,8 +367,24 @@ class Holder:
         def handler(signum: int, _frame: Any) -> None:
             self.signalled = signal.Signals(signum).name
 
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, handler)
+
+    def _stop_asked(self) -> bool:
+        """A signal to this rank, or to another one while it waited for a unit (it told this rank)."""
+        if not self.signalled and self.comm is not None and self.comm.Iprobe(tag=TAG_STOP):
+            from mpi4py import MPI
+
+            status = MPI.Status()
+            name = self.comm.recv(source=MPI.ANY_SOURCE, tag=TAG_STOP, status=status)
+            self.signalled = f"{name} (to rank {status.Get_source()})"
+        return self.signalled is not None
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, in short steps: a signal is answered within PAUSE_STEP_SECONDS, not after the pause."""
+        deadline = time.monotonic() + seconds
+        while not self._stop_asked() and time.monotonic() < deadline:
+            time.sleep(min(PAUSE_STEP_SECONDS, max(0.0, deadline - time.monotonic())))
 
 
 def _remove_part(part: Path) -> None:

@@ -6,14 +6,17 @@ for node_exporter's textfile collector and an autoscaler acting on them.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
+from hpcthreads.campaign.holders import holder_info
 from hpcthreads.campaign.lease import newest_leases, server_now
+from hpcthreads.campaign.records import DamagedRecord, read_record
 from hpcthreads.campaign.store import Campaign
+from hpcthreads.errors import OutputError
 from hpcthreads.io.safewrite import write_replacing
 from hpcthreads.runtime.monitor import label_value
 
@@ -26,10 +29,21 @@ RATE_WINDOW_SECONDS = 900.0
 
 
 def campaign_status(root: Path | str) -> dict[str, Any]:
-    """Where the campaign stands, as plain data (exact integers)."""
+    """Where the campaign stands, as plain data (exact integers).
+
+    It only reads: it works on a campaign directory it may not write (where it
+    measures ages in this machine's clock instead of the file server's). A
+    damaged done marker is listed under "damaged" with what to do.
+    """
     campaign = Campaign.open(root)
-    now = server_now(campaign.folder("holders"))
-    done = {uid: campaign.done_record(uid) or {} for uid in campaign.done_ids()}
+    now = _now(campaign)
+    done, damaged = {}, []
+    for uid in sorted(campaign.done_ids()):
+        try:
+            done[uid] = campaign.done_record(uid) or {}
+        except OutputError as exc:
+            done[uid] = {}
+            damaged.append(str(exc))
     leases = newest_leases(campaign)
     jobs = [
         {"name": j.name, "type": j.type, "items": j.size, "items_done": 0, "units": dict.fromkeys(STATES, 0)}
@@ -53,10 +67,7 @@ def campaign_status(root: Path | str) -> dict[str, Any]:
                     "job": campaign.jobs[unit.job].name,
                     "state": state,
                     "generation": view.generation,
-                    "holder": view.info.get("holder"),
-                    "host": view.info.get("host"),
-                    "pid": view.info.get("pid"),
-                    "job_id": view.info.get("job_id"),
+                    **{key: view.field(key) for key in ("holder", "host", "pid", "job_id")},
                     "renewed_seconds_ago": round(view.age(now), 1),
                     "lease_seconds": view.timeout,
                 }
@@ -72,7 +83,8 @@ def campaign_status(root: Path | str) -> dict[str, Any]:
     left = sum(entry["items"] - entry["items_done"] for entry in jobs)
     return {
         "campaign": str(campaign.root),
-        "complete": units["done"] == len(campaign.units),
+        # A damaged marker stops the merge: not complete until it is removed and its unit done again
+        "complete": units["done"] == len(campaign.units) and not damaged,
         "units": {"total": len(campaign.units), **units},
         "items": sum(entry["items"] for entry in jobs),
         "items_done": sum(entry["items_done"] for entry in jobs),
@@ -81,7 +93,16 @@ def campaign_status(root: Path | str) -> dict[str, Any]:
         "jobs": jobs,
         "running": running,
         "holders": _holders(campaign, now, leases),
+        "damaged": damaged,
     }
+
+
+def _now(campaign: Campaign) -> float:
+    """The file server's time, measured by writing a file; this machine's where the campaign is read-only."""
+    try:
+        return server_now(campaign.folder("holders"))
+    except OSError:
+        return time.time()
 
 
 def _rate(finished: list[tuple[float, int]], now: float) -> float:
@@ -97,21 +118,20 @@ def _holders(campaign: Campaign, now: float, leases: dict) -> list[dict[str, Any
     """The runs that joined; active when their heartbeat is fresh and they have not left."""
     out = []
     folder = campaign.folder("holders")
-    timeouts = {view.info.get("holder"): view.timeout for view in leases.values()}
+    timeouts = {view.field("holder"): view.timeout for view in leases.values() if view.info is not None}
     for name in sorted(os.listdir(folder)):
         if not name.endswith(".json") or name.startswith("."):
             continue
         path = folder / name
         try:
-            info = json.loads(path.read_text(encoding="utf-8"))
-            age = max(0.0, now - path.stat().st_mtime)
-        except (OSError, ValueError):
+            info = holder_info(read_record(path))
+            age = max(0.0, now - path.lstat().st_mtime)
+        except (OSError, DamagedRecord):
+            # Being replaced this instant, or not a holder record: not a run that works now
             continue
-        limit = timeouts.get(info.get("holder"), 300.0)
-        active = "left" not in info and age <= max(limit, 60.0)
-        keys = ("holder", "host", "pid", "job_id", "unit", "units_done", "items_done")
-        entry = {key: info.get(key) for key in keys}
-        out.append({**entry, "seen_seconds_ago": round(age, 1), "active": active})
+        limit = timeouts.get(info["holder"], 300.0)
+        active = not info["left"] and age <= max(limit, 60.0)
+        out.append({**info, "seen_seconds_ago": round(age, 1), "active": active})
     return out
 
 
@@ -139,6 +159,7 @@ def render_status(status: dict[str, Any]) -> str:
     lines.append(f"  working now: {len(active)} run(s)")
     for holder in active:
         lines.append(f"    {_who(holder)}: {holder['units_done']} unit(s) done, on {holder['unit'] or '-'}")
+    lines.extend(f"  damaged: {problem}" for problem in status["damaged"])
     return "\n".join(lines)
 
 

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from hpcthreads.campaign.lease import HolderFile, server_now
+from hpcthreads.campaign.holders import HolderFile
+from hpcthreads.campaign.lease import server_now
 from hpcthreads.campaign.status import METRICS_FILE, STATES, write_metrics
 from hpcthreads.campaign.store import create_campaign, publish
 from hpcthreads.config import make_jobs
