@@ -36,6 +36,7 @@ from hpcthreads.campaign.store import FOLDERS, Campaign, Unit, publish
 from hpcthreads.config import RunConfig
 from hpcthreads.errors import HPCThreadsError, JobFailedError, OutputError
 from hpcthreads.io.paths import LOCK_SUFFIX
+from hpcthreads.io.space import RESERVE_SUFFIX
 from hpcthreads.runtime import ledger
 from hpcthreads.runtime.monitor import metrics_path
 from hpcthreads.runtime.mpiutil import Poller, abort_on_exception, init_mpi, rank0_answer, setup_logging
@@ -52,7 +53,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 # The longest a waiting rank 0 sleeps before it looks for a signal again
 PAUSE_STEP_SECONDS = 0.1
 # The files of one unit's part besides the results file itself
-SIDE_SUFFIXES = (".partial", ledger.LEDGER_SUFFIX, ledger.CHECKPOINT_SUFFIX, LOCK_SUFFIX)
+SIDE_SUFFIXES = (".partial", ledger.LEDGER_SUFFIX, ledger.CHECKPOINT_SUFFIX, LOCK_SUFFIX, RESERVE_SUFFIX)
 
 
 class CampaignStopped(HPCThreadsError):
