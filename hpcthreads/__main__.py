@@ -5,6 +5,16 @@ import sys
 
 from hpcthreads.errors import Interrupted, raise_for_signal, stopped_line
 
+_default_unraisable = sys.unraisablehook
+
+
+def _unraisable(info: "sys.UnraisableHookArgs") -> None:
+    """A signal's exception that Python had to drop (raised inside a callback from compiled code,
+    as Numba's compiler makes) is not printed: it was remembered, and the command stops for it."""
+    if isinstance(info.exc_value, (KeyboardInterrupt, Interrupted)):
+        return
+    _default_unraisable(info)
+
 
 def entry() -> None:
     """Run the command line; a signal while Python still imports it ends in one line too."""
@@ -12,6 +22,7 @@ def entry() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
             signal.signal(sig, raise_for_signal)
+    sys.unraisablehook = _unraisable
     try:
         from hpcthreads.cli import main
     except (KeyboardInterrupt, Interrupted):

@@ -269,7 +269,7 @@ class Holder:
         except JobFailedError as exc:
             lease.release()
             return Next(exit_code=1, message=f"unit {unit.id} failed: {exc}")
-        except OSError:
+        except (OSError, OutputError):
             # The unit's run could not write its files (a folder removed under it, a full disk): it has
             # stopped, and its part, whatever is left of it, may be taken by the next run at once
             lease.release()
