@@ -317,10 +317,6 @@ def run(
             result = run_jobs(config)
     except HPCThreadsError as exc:
         _fail(exc)
-    if result.size > 1:
-        from hpcthreads.runtime.mpiutil import guard_finalize
-
-        guard_finalize()
     if result.rank == 0 and result.message:
         click.echo(result.message, err=True)
     elif result.rank == 0:
@@ -329,6 +325,10 @@ def run(
             f"{result.wall_seconds:.2f} s)",
             err=True,
         )
+    if result.size > 1:
+        from hpcthreads.runtime.finalize import leave_mpi
+
+        leave_mpi(result.rank, result.size)
 
 
 def _check_target(
