@@ -56,11 +56,13 @@ OUTPUT_FILE = OutputFileType()
 
 
 def _fail(exc: HPCThreadsError) -> None:
+    from hpcthreads.runtime.finalize import leave_mpi_after_error
     from hpcthreads.runtime.mpiutil import launcher_rank
 
     # Every rank reaches the same verdict; one of them says it
     if launcher_rank() == 0:
         click.echo(f"hpcthreads: error: {message_of(exc)}", err=True)
+    leave_mpi_after_error()
     sys.exit(exc.exit_code)
 
 

@@ -151,8 +151,8 @@ class Holder:
             raise
         self.file.leave()
         self._tell(Next())
-        # Every rank says it is leaving, and all leave together (MPICH 4.0 over UCX's TCP
-        # transport was seen to hang in MPI_Finalize when one rank went into it alone)
+        # Every rank says it is leaving, and all leave together (then the command's last barrier
+        # and MPI_Finalize, see runtime/finalize.py)
         for rank in range(1, self.size):
             _receive(self.comm, TAG_BYE, rank)
         result = RunResult(0, self.size, wall_seconds=time.perf_counter() - self.t0, message=word.message)

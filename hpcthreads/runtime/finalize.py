@@ -29,6 +29,7 @@ import re
 import signal
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ log = logging.getLogger("hpcthreads")
 # cluster loop (benchmarks/cluster_finalize.sh) shorten it with HPCTHREADS_FINALIZE_GRACE
 FINALIZE_GRACE_SECONDS = 60
 FINALIZE_GRACE_ENV = "HPCTHREADS_FINALIZE_GRACE"
+# Seconds a rank leaving with an error waits for the others in the last barrier
+ERROR_WAIT_SECONDS = 30.0
 # In the line a rank that the guard ends writes to stderr (benchmarks/cluster_finalize.sh counts it)
 GUARD_FIRED = "finalize guard fired"
 # What the UCX finalize hook of MPICH 4.0 and 4.1 calls per endpoint, and UCX's no-op that returns
@@ -66,18 +69,23 @@ def finalize_can_hang(library_version: str) -> bool:
     return (int(version[1]), int(version[2])) in {(4, 0), (4, 1)} and device[1].startswith("ch4:ucx")
 
 
-def leave_mpi(rank: int, size: int) -> None:
-    """Every rank of a multi-rank run that ended normally, its results in place: the way out of MPI.
+def leave_mpi(rank: int, size: int, wait: float | None = None) -> None:
+    """Every rank of a multi-rank run that ended, its results in place: the way out of MPI.
 
     A polled MPI_Ibarrier (a blocking one spins a core while rank 0 writes the file) until every
     rank is done, then the finalize guard, then, where MPI_Finalize can hang, the endpoint closes
-    taken out of it. mpi4py calls MPI_Finalize at exit.
+    taken out of it. mpi4py calls MPI_Finalize at exit. With `wait`, the barrier is given up
+    after that many seconds (a rank leaving with an error, when the others may not be leaving
+    at all: the launcher then ends them, as it always did), and MPI_Finalize is left as it is.
     """
     from mpi4py import MPI
 
     request = MPI.COMM_WORLD.Ibarrier()
     poller = Poller(ceiling=0.05)
+    deadline = None if wait is None else time.monotonic() + wait
     while not request.Test():
+        if deadline is not None and time.monotonic() > deadline:
+            return
         poller.wait()
     guard_finalize(rank, size)
     if finalize_can_hang(MPI.Get_library_version()):
@@ -159,6 +167,23 @@ def _load_base(address: int | None) -> int | None:
     if not address or not ctypes.CDLL(None).dladdr(ctypes.c_void_p(address), ctypes.byref(info)):
         return None
     return info.fbase
+
+
+def leave_mpi_after_error() -> None:
+    """`leave_mpi` for a rank that leaves with an error, if MPI runs with several ranks.
+
+    After a run every rank has finished (a failed job or a signal: rank 0 alone raises), the
+    others already wait in the barrier; an error every rank reaches (a bad option) brings them
+    all. Any other error leaves after ERROR_WAIT_SECONDS, as it did before there was a barrier.
+    """
+    import sys
+
+    if "mpi4py.MPI" not in sys.modules:
+        return
+    from mpi4py import MPI
+
+    if MPI.Is_initialized() and not MPI.Is_finalized() and MPI.COMM_WORLD.Get_size() > 1:
+        leave_mpi(MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size(), wait=ERROR_WAIT_SECONDS)
 
 
 def finalize_grace() -> int:
