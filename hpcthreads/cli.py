@@ -67,11 +67,13 @@ OUTPUT_FILE = OutputFileType()
 
 
 def _fail(exc: HPCThreadsError) -> None:
+    from hpcthreads.runtime.finalize import leave_mpi_after_error
     from hpcthreads.runtime.mpiutil import launcher_rank
 
     # Every rank reaches the same verdict; one of them says it
     if launcher_rank() == 0:
         click.echo(f"hpcthreads: error: {message_of(exc)}", err=True)
+    leave_mpi_after_error()
     sys.exit(exc.exit_code)
 
 
@@ -375,10 +377,6 @@ def run(
             result = run_jobs(config)
     except HPCThreadsError as exc:
         _fail(exc)
-    if result.size > 1:
-        from hpcthreads.runtime.mpiutil import guard_finalize
-
-        guard_finalize()
     if result.rank == 0 and result.message:
         click.echo(result.message, err=True)
     elif result.rank == 0:
@@ -387,6 +385,10 @@ def run(
             f"{result.wall_seconds:.2f} s)",
             err=True,
         )
+    if result.size > 1:
+        from hpcthreads.runtime.finalize import leave_mpi
+
+        leave_mpi(result.rank, result.size)
 
 
 def _check_target(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ from helpers import (
     wait_for_progress,
     write_job_file,
 )
+
+from hpcthreads.runtime.finalize import GUARD_FIRED
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -337,12 +340,13 @@ def test_verify_from_1_with_the_3_squared_sieve_lists_every_unresolved_value(tmp
     assert records == ref.range_records([(n, g) for n, g in glides if g <= 70])
 
 
-def test_a_rank_stuck_after_its_run_leaves_with_status_0():
-    """The finalize guard: a C-level alarm ends a finished rank that MPI_Finalize would hold."""
+def test_a_rank_stuck_after_its_run_leaves_with_status_0_and_says_so():
+    """The finalize guard: a C-level alarm ends a finished rank that MPI_Finalize would hold, with a
+    line on stderr naming the rank and its host."""
     code = (
-        "from hpcthreads.runtime.mpiutil import guard_finalize\n"
+        "from hpcthreads.runtime.finalize import guard_finalize\n"
         "import time, sys\n"
-        "guard_finalize(1)\n"
+        "guard_finalize(3, 4, 1)\n"
         "time.sleep(60)\n"
         "sys.exit(5)\n"
     )
@@ -350,3 +354,5 @@ def test_a_rank_stuck_after_its_run_leaves_with_status_0():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert time.monotonic() - t0 < 30
+    assert f"rank 3/4 on {socket.gethostname()}" in proc.stderr, proc.stderr
+    assert proc.stderr.count(GUARD_FIRED) == 1, proc.stderr

@@ -199,8 +199,8 @@ class Holder:
             raise
         self.file.leave(stopped=word.exit_code == EXIT_INTERRUPTED)
         self._tell(Next())
-        # Every rank says it is leaving, and all leave together (MPICH 4.0 over UCX's TCP
-        # transport was seen to hang in MPI_Finalize when one rank went into it alone)
+        # Every rank says it is leaving, and all leave together (then the command's last barrier
+        # and MPI_Finalize, see runtime/finalize.py)
         for rank in range(1, self.size):
             _receive(self.comm, TAG_BYE, rank)
         # A rank signalled while rank 0 stopped on its own signal has said so too: not left unread

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 import socket
 import sys
 import time
@@ -124,42 +123,6 @@ class Poller:
             return
         time.sleep(self.delay)
         self.delay = min(self.delay * 2, self.ceiling)
-
-
-# Seconds a rank whose run has finished may spend leaving (MPI_Finalize) before it just exits
-FINALIZE_GRACE_SECONDS = 60
-_finalize_guard: Any = None
-
-
-def guard_finalize(seconds: int = FINALIZE_GRACE_SECONDS) -> None:
-    """Exit with status 0 if this rank, its run finished, is still alive `seconds` from now.
-
-    Called on every rank of a multi-rank run that ended normally, its results in place.
-    MPICH 4.0 over UCX's TCP transport was seen to hang in MPI_Finalize now and then (one
-    rank spinning in UCX, the others in PMI's barrier), and finalize runs after Python's own
-    signal handlers have stopped, so the alarm's handler is a compiled C function that calls
-    _exit(0). Nothing is lost: the results file was complete before the alarm was set.
-    """
-    global _finalize_guard
-    try:
-        import ctypes
-
-        from numba import cfunc, types
-
-        libc = ctypes.CDLL(None)
-        leave = libc._exit
-        leave.argtypes, leave.restype = [ctypes.c_int], None
-
-        @cfunc(types.void(types.int32))
-        def handler(_signum: int) -> None:
-            leave(0)
-
-        libc.signal.argtypes, libc.signal.restype = [ctypes.c_int, ctypes.c_void_p], ctypes.c_void_p
-        libc.signal(signal.SIGALRM, handler.address)
-        libc.alarm(int(seconds))
-        _finalize_guard = (handler, leave)  # kept alive until the process ends
-    except Exception as exc:  # noqa: BLE001 - without the guard the rank leaves as it always did
-        logging.getLogger("hpcthreads").debug("no finalize guard: %s", exc)
 
 
 class RankFilter(logging.Filter):
