@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import reprlib
 import signal
 from typing import Any
@@ -55,17 +56,34 @@ class Interrupted(BaseException):  # noqa: N818 - a stop, like KeyboardInterrupt
 _received: list[int] = []
 
 
-def raise_for_signal(signum: int, _frame: Any = None) -> None:
+# Seconds between tries to raise a signal's exception that had to wait (see `raise_for_signal`)
+RETRY_SECONDS = 0.01
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def raise_for_signal(signum: int, frame: Any = None) -> None:
     """A signal handler: remember the signal, then unwind (KeyboardInterrupt for SIGINT).
 
-    The exception can be lost where Python cannot pass it on (a callback from
-    compiled code, as Numba's compiler makes): whoever installs a graceful
-    handler later asks `received_signal` and stops all the same.
+    The exception is raised only in hpcthreads' own code. Raised in a library's
+    Python code that compiled code called back (h5py's type conversions, Numba's
+    compiler), it would be printed and dropped there: so while such code runs,
+    it waits, and a timer tries again every RETRY_SECONDS. Whoever installs a
+    graceful handler later asks `received_signal` and stops all the same.
     """
-    _received.append(signum)
+    if signum not in _received:
+        _received.append(signum)
+    if frame is not None and not frame.f_code.co_filename.startswith(_PACKAGE):
+        signal.signal(signal.SIGALRM, _retry)
+        signal.setitimer(signal.ITIMER_REAL, RETRY_SECONDS)
+        return
+    signal.setitimer(signal.ITIMER_REAL, 0)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Interrupted(signum)
+
+
+def _retry(_signum: int, frame: Any) -> None:
+    raise_for_signal(_received[0], frame)
 
 
 def stopped_line(signum: int) -> str:

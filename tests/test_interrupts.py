@@ -127,21 +127,33 @@ def test_an_interrupted_export_leaves_all_tables_or_none(results, tmp_path, sig)
     assert False in outcomes, "every export finished before the signal: the test tried nothing"
 
 
+def writing(folder: Path, proc: subprocess.Popen) -> bool:
+    """Wait until the command has a temporary file in FOLDER (it is writing); False if it ended first."""
+    while proc.poll() is None:
+        if folder.exists() and any(name.startswith(".") for name in os.listdir(folder)):
+            return True
+        time.sleep(0.002)
+    return False
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_an_interrupted_merge_leaves_the_file_or_nothing(results, tmp_path, sig):
     _, parts, _, _ = results
-    stopped = False
-    for i, delay in enumerate((0.3, 0.5, 0.8, 1.2)):
+    stopped = 0
+    for i in range(3):
         folder = tmp_path / f"merge{i}"
         folder.mkdir()
         out = folder / "merged.h5"
         proc = start(["merge", str(out), *map(str, parts)], folder)
-        stderr = interrupt(proc, delay, sig)
+        # In the middle of writing the merged file, at a different moment each time
+        caught = writing(folder, proc)
+        stderr = interrupt(proc, 0.02 * i, sig)
         assert os.listdir(folder) in ([], ["merged.h5"]), os.listdir(folder)
         if out.exists():
             assert cli("check", str(out)).returncode == 0
-        elif not python_starting(proc, stderr, sig):
-            stopped = True
+        else:
+            assert caught
+            stopped += 1
             assert proc.returncode == 128 + sig, stderr
             assert len(lines_of(stderr)) == 1, stderr
     assert stopped, "every merge finished before the signal: the test tried nothing"
