@@ -34,7 +34,14 @@ def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Pop
         text=True,
         start_new_session=True,
         env={**os.environ, **(env or {})},
+        # As at a terminal: a runner started in the background passes SIGINT on ignored
+        preexec_fn=_default_signals,
     )
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def interrupt(proc: subprocess.Popen, delay: float, sig: int) -> str:
