@@ -3,7 +3,7 @@
 import signal
 import sys
 
-from hpcthreads.errors import Interrupted, raise_for_signal, stopped_line
+from hpcthreads.errors import Interrupted, stop_on_signals, stopped_line
 
 _default_unraisable = sys.unraisablehook
 
@@ -19,9 +19,7 @@ def _unraisable(info: "sys.UnraisableHookArgs") -> None:
 def entry() -> None:
     """Run the command line; a signal while Python still imports it ends in one line too."""
     # Before the imports, which take a while: SIGTERM's default would end the process with no word
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        if signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
-            signal.signal(sig, raise_for_signal)
+    stop_on_signals()
     sys.unraisablehook = _unraisable
     try:
         from hpcthreads.cli import main

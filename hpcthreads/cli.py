@@ -22,11 +22,12 @@ from hpcthreads.errors import (
     Interrupted,
     OutputError,
     message_of,
-    raise_for_signal,
+    restore_signals,
     shown,
+    stop_on_signals,
     stopped_line,
 )
-from hpcthreads.io.space import is_disk_full
+from hpcthreads.io.space import full_error, is_disk_full
 from hpcthreads.runtime.topology import AUTO_MIN_RANKS
 from hpcthreads.shorthand import jobs_from, shorthand_options
 
@@ -101,10 +102,8 @@ class _Main(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         # SIGTERM (a scheduler's stop, `kill`) unwinds as Ctrl-C does: temporary files are removed
-        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-        for sig, handler in previous.items():
-            if handler in (signal.SIG_DFL, signal.default_int_handler):
-                signal.signal(sig, raise_for_signal)
+        # (`python -m hpcthreads` has set them already; a caller in Python gets them here)
+        previous = stop_on_signals()
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -114,12 +113,11 @@ class _Main(click.Group):
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            where = exc.filename or "a file"
-            _fail(OutputError(f"no space left on the disk writing {where} ({exc.strerror})"))
+            if exc.filename:
+                _fail(full_error(exc.filename))
+            _fail(OutputError(f"no space left on the disk ({exc.strerror})"))
         finally:
-            for sig, handler in previous.items():
-                if signal.getsignal(sig) is raise_for_signal and handler is not raise_for_signal:
-                    signal.signal(sig, handler)
+            restore_signals(previous)
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})

@@ -86,6 +86,23 @@ def _retry(_signum: int, frame: Any) -> None:
     raise_for_signal(_received[0], frame)
 
 
+def stop_on_signals() -> dict[int, Any]:
+    """Make SIGINT and SIGTERM unwind through `raise_for_signal` where they have their defaults (an
+    ignored one stays ignored); returns the handlers there were, for `restore_signals`."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler in (signal.SIG_DFL, signal.default_int_handler):
+            signal.signal(sig, raise_for_signal)
+    return previous
+
+
+def restore_signals(previous: dict[int, Any]) -> None:
+    """Put back the handlers `stop_on_signals` replaced."""
+    for sig, handler in previous.items():
+        if signal.getsignal(sig) is raise_for_signal:
+            signal.signal(sig, handler)
+
+
 def stopped_line(signum: int) -> str:
     """What a command that a signal ended before it could save anything says."""
     return f"hpcthreads: stopped by {signal.Signals(signum).name}; no file was left half written"

@@ -116,6 +116,20 @@ def dataset_bytes(workloads: Iterable[Any]) -> int:
     )
 
 
+def allocate_file(path: Path) -> None:
+    """Give every byte of the file at PATH a real block (a full_error when they don't fit)."""
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        size = os.fstat(fd).st_size
+        allocate(fd, size)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise full_error(path, size) from None
+        raise
+    finally:
+        os.close(fd)
+
+
 def reserve_path(output: Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + RESERVE_SUFFIX)

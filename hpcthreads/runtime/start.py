@@ -8,6 +8,7 @@ Rank 0 coordinates; ranks 1..N-1 compute. With one rank (no launcher, or
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -25,9 +26,10 @@ from hpcthreads.errors import HPCThreadsError, Interrupted, JobFailedError, Outp
 from hpcthreads.io import schema
 from hpcthreads.io.paths import check_output_path, replace_output
 from hpcthreads.io.space import (
+    RESERVE_PER_JOB,
     DiskFullError,
     Reserve,
-    allocate,
+    allocate_file,
     check_room,
     folder_of,
     full_error,
@@ -264,25 +266,8 @@ def _open_writer(
     return writer
 
 
-def _allocate(partial: Path) -> None:
-    """Give the partial file's datasets real blocks: a chunk's data then never meets a full disk."""
-    fd = os.open(partial, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        allocate(fd, os.fstat(fd).st_size)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise full_error(partial, os.fstat(fd).st_size) from None
-        raise
-    finally:
-        os.close(fd)
-
-
 def _finish_bytes(finish: Any) -> int:
     """A generous estimate of what writing FINISH adds to the results file."""
-    import json
-
-    from hpcthreads.io.space import RESERVE_PER_JOB
-
     total = len(finish.chunks) * len(schema.CHUNK_COLUMNS) * 8 + 256 * len(finish.ranks)
     total += sum(16 * len(spans) for spans in finish.done.values())
     total += sum(24 * len(rows) for rows in finish.digests.values())
@@ -338,7 +323,8 @@ def _coordinate(
         raise
     t0 = time.perf_counter()
     try:
-        _allocate(plan.partial)
+        # Real blocks for the datasets: a chunk's data then never meets a full disk
+        allocate_file(plan.partial)
         reserve.take()
         if size == 1:
             backend = devices.rank_backend(config.backend, choice, log, _simulation(config, 0))
